@@ -44,7 +44,7 @@ def test_info_bad_input(tmp_path):
 def test_demo_writes_cogs_and_quicklook(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--size", "128"])
     assert result.exit_code == 0, result.output
-    for name in ("s2_cloudy.tif", "s2_clear.tif", "s1.tif", "dem.tif", "quicklook.png"):
+    for name in ("s2_cloudy.tif", "s2_clear.tif", "s1.tif", "dem.tif", "mask_dsen2cr.tif", "quicklook.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     with rasterio.open(tmp_path / "s2_cloudy.tif") as src:
         assert src.count == 13 and src.crs.to_epsg() == 32633

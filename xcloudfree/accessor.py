@@ -6,6 +6,8 @@ its dims say (``band`` → ``s2``, ``polarization`` → ``s1``, ``(y, x)`` → `
 
 from __future__ import annotations
 
+from typing import Any
+
 import xarray as xr
 
 from .scene import validate_scene
@@ -28,10 +30,41 @@ class _CloudfreeAccessor:
             name = {"band": "s2", "polarization": "s1"}.get(obj.dims[0] if obj.ndim >= 3 else "", "dem")
         return obj.to_dataset(name=name)
 
-    def validate(self, **kwargs) -> xr.Dataset | xr.DataArray:
+    def validate(self, **kwargs: Any) -> xr.Dataset | xr.DataArray:
         """Check the scene (:func:`xcloudfree.validate_scene`) and return the object unchanged."""
         validate_scene(self._scene(), **kwargs)
         return self._obj
+
+    def mask(self, method: str = "dsen2cr", **params: Any) -> xr.Dataset:
+        """Cloud and shadow masks of ``s2``: :func:`xcloudfree.masking.detect`."""
+        from .masking import detect
+
+        return detect(self._scene(), method=method, **params)
+
+    def remove(self, model: Any = "dsen2cr", **kwargs: Any) -> xr.Dataset:
+        """The scene with ``s2_cloudfree``: :func:`xcloudfree.inference.predict` (same arguments)."""
+        from .inference import predict
+
+        return predict(self._scene(), model, **kwargs)
+
+    def evaluate(
+        self,
+        target: str = "s2_clear",
+        prediction: str = "s2_cloudfree",
+        mask: str | xr.DataArray | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Scores of ``prediction`` against ``target`` (DN scaled to reflectance): :func:`xcloudfree.metrics.evaluate_scene`.
+
+        ``mask`` is a (y, x) DataArray or a masking method name (computed on the cloudy ``s2``); with a mask the
+        ``*_reconstruction`` and ``*_reproduction`` scores are added.
+        """
+        from .metrics import evaluate_scene
+
+        scene = self._scene()
+        if isinstance(mask, str):
+            mask = self.mask(method=mask)["mask"]
+        return evaluate_scene(scene, target=target, prediction=prediction, mask=mask, **kwargs)
 
 
 @xr.register_dataset_accessor("cloudfree")

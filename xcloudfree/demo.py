@@ -9,6 +9,7 @@ import xarray as xr
 
 from .datasets import synthetic_scene
 from .io import write_cog
+from .masking import detect, to_classes
 
 __all__ = ["run_demo", "rgb", "quicklook"]
 
@@ -45,7 +46,7 @@ def quicklook(panels: dict[str, np.ndarray], path: str | Path, *, panel_size: fl
 
 
 def run_demo(out: str | Path, *, size: int = 512, seed: int = 0, cloud_cover: float = 0.4) -> dict[str, Path]:
-    """Make a synthetic scene and write it as COGs with a quicklook; returns the written paths by name."""
+    """Make a synthetic scene, mask it and write COGs with a quicklook; returns the written paths by name."""
     out = Path(out)
     scene = synthetic_scene(size, seed=seed, cloud_cover=cloud_cover)
     written = {
@@ -54,14 +55,25 @@ def run_demo(out: str | Path, *, size: int = 512, seed: int = 0, cloud_cover: fl
         "s1": write_cog(scene["s1"], out / "s1.tif"),
         "dem": write_cog(scene["dem"], out / "dem.tif"),
     }
+    masks = detect(scene, method="dsen2cr")
+    written["mask"] = write_cog(to_classes(masks), out / "mask_dsen2cr.tif")
     vv = np.asarray(scene["s1"].sel(polarization="VV").values)
     written["quicklook"] = quicklook(
         {
             "cloudy S2 (RGB)": rgb(scene["s2"]),
-            "cloud truth": scene["cloud_truth"].values.astype(np.float32),
+            "dsen2cr mask (cloud, shadow)": _mask_rgb(masks),
             "S1 VV (dB)": np.clip((vv + 25.0) / 25.0, 0.0, 1.0),
             "clear S2 (RGB)": rgb(scene["s2_clear"]),
         },
         out / "quicklook.png",
     )
     return written
+
+
+def _mask_rgb(masks: xr.Dataset) -> np.ndarray:
+    """Clouds white, shadows blue, clear black."""
+    cloud, shadow = masks["cloud"].values, masks["shadow"].values
+    image = np.zeros((*cloud.shape, 3), np.float32)
+    image[cloud] = 1.0
+    image[shadow] = (0.2, 0.4, 1.0)
+    return image

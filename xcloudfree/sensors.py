@@ -21,6 +21,7 @@ __all__ = [
     "S1_POLARIZATIONS",
     "S1_DB_RANGES",
     "PRESETS",
+    "preset_range",
     "S2_SCALE",
     "db_to_linear",
     "linear_to_db",
@@ -103,6 +104,12 @@ _S2_PRESETS: dict[str, _Affine] = {
 }
 _S1_SPANS: dict[str, tuple[float, float]] = {"dsen2cr": (0.0, 2.0), "unit": (0.0, 1.0), "tanh": (-1.0, 2.0)}
 PRESETS: tuple[str, ...] = tuple(_S2_PRESETS)
+
+
+def preset_range(preset: Preset) -> tuple[float, float]:
+    """The range (low, high) a preset maps S2 DN [0, 10000] onto, e.g. (0, 5) for dsen2cr."""
+    affine = _S2_PRESETS[_preset(preset)]
+    return affine.start, affine.start + affine.span
 
 
 def _clip(x: Any, lo: float, hi: float) -> Any:

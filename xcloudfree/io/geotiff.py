@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..parallel import active_client, compute, write_lock
 from ..scene import make_scene, name_s1_polarizations, name_s2_bands
 
 __all__ = ["open_scene", "read_s2", "read_s1", "read_dem", "write_cog", "write_zarr", "atomic_path"]
@@ -165,13 +165,20 @@ def atomic_path(path: PathLike) -> tuple[Path, Path]:
 
 
 def write_cog(
-    da: xr.DataArray, path: PathLike, *, compress: str = "deflate", nodata: float | None = None, blocksize: int = 512
+    da: xr.DataArray,
+    path: PathLike,
+    *,
+    compress: str = "deflate",
+    nodata: float | None = None,
+    blocksize: int = 512,
+    progress: bool = False,
 ) -> Path:
     """Write a ``(band, y, x)`` or ``(y, x)`` DataArray as a Cloud-Optimized GeoTIFF, atomically.
 
     Dask arrays are streamed block by block into a tiled GeoTIFF, which GDAL then copies into the COG layout
     (overviews included): memory is bounded by the chunk size, not the scene size. The file appears under
-    ``path`` only once complete. Band names go into the band descriptions.
+    ``path`` only once complete. Band names go into the band descriptions. ``progress`` shows a progress bar
+    while a lazy array is computed (threaded scheduler or a ``dask.distributed`` client).
     """
     import rasterio
     import rasterio.shutil
@@ -193,7 +200,12 @@ def write_cog(
     profile = {"tiled": True, "blockxsize": blocksize, "blockysize": blocksize, "compress": compress}
     try:
         if out.chunks is not None:
-            out.rio.to_raster(staging, lock=threading.Lock(), **profile)
+            client = active_client()
+            compute(
+                out.rio.to_raster(staging, lock=write_lock(client), compute=False, **profile),
+                client=client,
+                progress=progress,
+            )
         else:
             out.rio.to_raster(staging, **profile)
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):

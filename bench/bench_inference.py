@@ -1,0 +1,204 @@
+"""Benchmark of tiled inference (run by hand; prints figures).
+
+    python bench/bench_inference.py overhead        # (a) engine vs plain torch over the same tiles, and (b) MONAI
+    python bench/bench_inference.py rss --size 4096 # (c) peak RSS, Zarr → Zarr, one size per process
+    python bench/bench_inference.py gpu             # (d) full 10980² with dsen2cr F=256 B=16 on CUDA
+
+(a) 2048² synthetic scene as Dask, tile 256, overlap 32, dsen2cr F=32 B=4, batch 8; the plain loop runs the same
+tiles of the same padded input at the same batch size with no blending. (b) needs ``pip install monai`` (bench only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import xcloudfree as xcf
+from xcloudfree.inference import TileGrid, predict
+from xcloudfree.inference.inputs import model_input
+from xcloudfree.inference.tiling import reflect_index
+
+
+def small_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return xcf.models.create("dsen2cr", features=32, blocks=4).eval()
+
+
+def best_of(fn, repeat: int = 2) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def overhead(size: int = 2048, tile: int = 256, overlap: int = 32, batch: int = 8) -> dict:
+    model = small_model()
+    scene = xcf.datasets.synthetic_scene(size, seed=0).chunk({"x": 1024, "y": 1024})
+    margin = min(model.spec.halo, overlap // 2)
+    grid = TileGrid(size, size, tile, overlap, margin)
+    x = model_input(scene, model.spec).values
+    ys, xs = grid.starts(0), grid.starts(1)
+    rows = reflect_index(np.arange(ys[0], ys[-1] + tile), size)
+    cols = reflect_index(np.arange(xs[0], xs[-1] + tile), size)
+    padded = x[:, rows][:, :, cols]
+    origins = [(a - ys[0], b - xs[0]) for a in ys for b in xs]
+
+    def plain() -> None:
+        with torch.inference_mode():
+            for i in range(0, len(origins), batch):
+                chunk = [padded[:, a : a + tile, b : b + tile] for a, b in origins[i : i + batch]]
+                model(torch.from_numpy(np.stack(chunk)))
+
+    def engine() -> np.ndarray:
+        return predict(scene, model, tile=tile, overlap=overlap, batch_size=batch)["s2_cloudfree"].values
+
+    engine()  # warm the model cache and torch
+    t_plain, t_engine = best_of(plain), best_of(engine)
+    result = {
+        "tiles": len(origins),
+        "plain_s": round(t_plain, 2),
+        "engine_s": round(t_engine, 2),
+        "overhead_ratio": round(t_engine / t_plain, 3),
+    }
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError:
+        result["monai"] = "not installed (pip install monai)"
+        return result
+    ours = predict(scene, model, tile=tile, overlap=overlap, batch_size=batch, blend="gaussian")["s2_cloudfree"]
+    ours = ours.values / 2000.0  # back to the network's scale for the comparison
+
+    def monai() -> np.ndarray:
+        with torch.inference_mode():
+            return sliding_window_inference(
+                torch.from_numpy(x)[None],
+                (tile, tile),
+                batch,
+                model,
+                overlap=overlap / tile,
+                mode="gaussian",
+                sigma_scale=0.125,
+            )[0].numpy()
+
+    t_monai = best_of(monai)
+    theirs = monai()
+    inner = (slice(None), slice(tile, -tile), slice(tile, -tile))
+    with torch.inference_mode():
+        whole = model(torch.from_numpy(x)[None])[0].numpy()  # the reference a seamless tiling must reproduce
+    result.update(
+        monai_s=round(t_monai, 2),
+        engine_over_monai=round(t_engine / t_monai, 3),
+        max_abs_diff=float(np.abs(ours - theirs).max()),
+        max_abs_diff_interior=float(np.abs(ours[inner] - theirs[inner]).max()),
+        engine_vs_whole_image_interior=float(np.abs(ours[inner] - whole[inner]).max()),
+        monai_vs_whole_image_interior=float(np.abs(theirs[inner] - whole[inner]).max()),
+        value_range=float(np.abs(whole).max()),
+    )
+    return result
+
+
+def rss(size: int, tile: int = 256, overlap: int = 32, chunk: int = 2048) -> dict:
+    """Zarr → Zarr on CPU with the small model; the input store repeats one 2048² synthetic block."""
+    import dask.array as da
+
+    model = small_model()
+    block = xcf.datasets.synthetic_scene(chunk, seed=0)
+    reps = -(-size // chunk)
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        arrays = {}
+        for name in ("s2", "s1"):
+            one = da.from_array(block[name].values, chunks=(-1, chunk, chunk))
+            arrays[name] = da.block([[one] * reps] * reps)[:, :size, :size]
+        x = 500000.0 + 10.0 * (np.arange(size) + 0.5)
+        y = 5100000.0 - 10.0 * (np.arange(size) + 0.5)
+        scene = xcf.make_scene(
+            s2=xcf.scene.xr.DataArray(
+                arrays["s2"], dims=("band", "y", "x"), coords={"band": list(block["band"].values), "y": y, "x": x}
+            ),
+            s1=xcf.scene.xr.DataArray(
+                arrays["s1"], dims=("polarization", "y", "x"), coords={"polarization": ["VV", "VH"], "y": y, "x": x}
+            ),
+        ).rio.write_crs("EPSG:32633")
+        src = xcf.io.write_zarr(scene, Path(tmp) / "in.zarr")
+        del scene, arrays, block
+        start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        start = time.perf_counter()
+        lazy = xcf.scene.xr.open_zarr(src)
+        out = predict(lazy, model, tile=tile, overlap=overlap)
+        xcf.io.write_zarr(out[["s2_cloudfree"]], Path(tmp) / "out.zarr")
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "size": size,
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(peak),
+        "rss_before_mb": round(start_rss),
+        "megapixels_per_s": round(size * size / seconds / 1e6, 3),
+    }
+
+
+def gpu(size: int = 10980, tile: int = 512, batch: int = 16) -> dict:
+    """(d) The full scene on CUDA (bf16 autocast): wall time of the compute and achieved TFLOP/s of the tiles."""
+    if not torch.cuda.is_available():
+        return {"gpu": "skipped: no CUDA device"}
+    torch.manual_seed(0)
+    model = xcf.models.create("dsen2cr")  # F=256, B=16
+    scene = xcf.datasets.synthetic_scene(2048, seed=0)
+    import dask.array as da
+
+    reps = -(-size // 2048)
+    s2 = da.block([[da.from_array(scene["s2"].values, chunks=(-1, 2048, 2048))] * reps] * reps)[:, :size, :size]
+    s1 = da.block([[da.from_array(scene["s1"].values, chunks=(-1, 2048, 2048))] * reps] * reps)[:, :size, :size]
+    big = xcf.make_scene(
+        s2=xcf.scene.xr.DataArray(s2, dims=("band", "y", "x"), coords={"band": list(scene["band"].values)}),
+        s1=xcf.scene.xr.DataArray(s1, dims=("polarization", "y", "x"), coords={"polarization": ["VV", "VH"]}),
+        validate=False,
+    )
+    predict(big.isel(x=slice(0, 2 * tile), y=slice(0, 2 * tile)), model, tile=tile, device="cuda")  # warm-up
+    out = predict(big, model, tile=tile, batch_size=batch, device="cuda")
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    out["s2_cloudfree"].data.sum().compute()
+    seconds = time.perf_counter() - start
+    overlap = out["s2_cloudfree"].attrs["overlap"]
+    grid = TileGrid(size, size, tile, overlap, min(model.spec.halo, overlap // 2))
+    macs_per_px = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    flops = 2 * macs_per_px * grid.shape[0] * grid.shape[1] * tile * tile
+    return {
+        "tile": tile,
+        "batch": batch,
+        "seconds": round(seconds, 1),
+        "tflops": round(flops / seconds / 1e12, 1),
+        "tiles": grid.shape,
+        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+        "device": torch.cuda.get_device_name(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["overhead", "rss", "gpu"])
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    if args.what == "overhead":
+        result = overhead()
+    elif args.what == "gpu":
+        result = gpu(args.size or 10980, tile=args.tile, batch=args.batch)
+    else:
+        result = rss(args.size or 4096)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""Tiled inference over Dask: any model of the zoo, any scene size, the same pixels however the scene is chunked.
+
+The graph has two stages per processing chunk. *Tiles*: every tile of the global grid is run once, by the chunk
+holding the first pixel it keeps; the task cuts its tiles from a window of the lazy model input (reflected at the
+scene border), runs the network in batches and returns the blend-weighted sum and the weight sum over the tiles'
+extent. *Blend*: each output chunk adds the sums of the tile tasks that reach it and divides. Nothing is computed
+twice and nothing depends on where chunk borders fall.
+
+The network itself never travels inside the graph: tasks carry a small :class:`ModelRef` (a checkpoint path and
+its SHA-256, or an in-process object) and each process loads it once into a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..parallel import active_client, worker_threads
+from .inputs import denormalize_output, model_input
+from .tiling import TileGrid, accumulate_tiles, reflect_index
+
+__all__ = ["predict", "ModelRef", "resolve_model", "load_count"]
+
+_CACHE: dict[tuple, _Runner] = {}
+_OBJECT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+_LOADS = 0
+#: Checkpoints written for in-process modules that must reach other processes (one per module).
+_SAVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def load_count() -> int:
+    """How many models this process has loaded (or prepared) for inference: one per model, device and precision."""
+    return _LOADS
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a task needs to find the network in its process: a checkpoint (path + SHA-256) or a live module."""
+
+    path: str | None
+    sha256: str | None
+    device: str
+    precision: str
+    module: Any = field(default=None, compare=False, repr=False)
+
+    def __dask_tokenize__(self) -> tuple:
+        # Identify the network without hashing (or pickling) its weights.
+        return (self.path, self.sha256, self.device, self.precision, id(self.module))
+
+    def __reduce__(self):
+        if self.path is None:
+            raise TypeError("ModelRef: an in-process module cannot travel to another process; save it first")
+        return (ModelRef, (self.path, self.sha256, self.device, self.precision))
+
+
+class _Runner:
+    """A network ready for batches: eval mode, on its device, one forward at a time per process."""
+
+    def __init__(self, module: Any, device: str, precision: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.lock = threading.Lock()
+        self.amp = _amp_dtype(self.device, precision)
+        self.module = module.eval()
+        self.spec = module.spec
+        if self.device.type == "cuda":
+            self.module = self.module.to(self.device, memory_format=torch.channels_last)
+        self.sha256 = getattr(module, "_xcf_sha256", None)
+        self._pinned = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with self.lock, torch.inference_mode():
+            t = torch.from_numpy(x)
+            if self.device.type == "cuda":
+                # One pinned staging buffer per runner: allocating pinned memory per batch costs more than the copy.
+                if self._pinned is None or self._pinned.shape != t.shape:
+                    self._pinned = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                self._pinned.copy_(t)
+                t = self._pinned.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                y = self.module(t)
+            return y.float().cpu().numpy()
+
+
+def _amp_dtype(device: Any, precision: str) -> Any:
+    import torch
+
+    if precision not in ("auto", "float32", "bfloat16", "float16"):
+        raise ValueError(f"precision: expected 'auto', 'float32', 'bfloat16' or 'float16', found {precision!r}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None if precision == "float32" else getattr(torch, precision)
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: expected an available device, found {device!r} but CUDA is not available")
+    return device
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _set_worker_threads() -> None:
+    """Inside a Dask worker, give torch as many threads as the worker has, not every core of the machine."""
+    nthreads = worker_threads()
+    if nthreads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, nthreads))
+
+
+def _runner(ref: ModelRef) -> _Runner:
+    """The process-wide runner for ``ref``, loading it on first use."""
+    global _LOADS
+    with _CACHE_LOCK:
+        if ref.module is not None:
+            key = (ref.device, ref.precision)
+            per_module = _OBJECT_CACHE.setdefault(ref.module, {})
+            if key not in per_module:
+                module = ref.module
+                if ref.device != "cpu":
+                    import copy
+
+                    module = copy.deepcopy(module)  # never move the caller's module
+                per_module[key] = _Runner(module, ref.device, ref.precision)
+                _LOADS += 1
+            return per_module[key]
+        key = (ref.path, ref.sha256, ref.device, ref.precision)
+        if key not in _CACHE:
+            from ..models import load
+
+            _set_worker_threads()
+            if ref.sha256 is not None and _sha256(Path(ref.path)) != ref.sha256:
+                raise ValueError(f"model: the checkpoint {ref.path!r} changed since the graph was built (SHA-256)")
+            module = load(ref.path, map_location="cpu")
+            module._xcf_sha256 = ref.sha256
+            _CACHE[key] = _Runner(module, ref.device, ref.precision)
+            _LOADS += 1
+        return _CACHE[key]
+
+
+def resolve_model(model: Any, *, device: str = "auto", precision: str = "auto") -> tuple[ModelRef, Any]:
+    """A :class:`ModelRef` for a model name, a checkpoint path or an ``nn.Module``, and its ModelSpec.
+
+    A name gives the bundled weights of that model when the package ships them, else an untrained network (with a
+    warning). Under a ``dask.distributed`` client an in-process module is written once to a temporary safetensors
+    checkpoint so that workers load it by path (for remote workers pass a path they can read).
+    """
+    from torch import nn
+
+    from .. import models
+
+    device = _device(device)
+    if isinstance(model, nn.Module):
+        if not hasattr(model, "spec"):
+            raise ValueError("model: expected a network of xcloudfree.models (with a .spec), found a plain nn.Module")
+        if active_client() is None:
+            return ModelRef(None, None, device, precision, module=model), model.spec
+        path = _SAVED.get(model)
+        if path is None:
+            folder = tempfile.mkdtemp(prefix="xcloudfree-model-")
+            path = models.save(model, Path(folder) / "model.safetensors")
+            _SAVED[model] = path
+        return ModelRef(str(path), _sha256(Path(path)), device, precision), model.spec
+    if isinstance(model, str | os.PathLike):
+        path = Path(model)
+        if path.is_file():
+            spec = models.read_metadata(path)["spec"]
+            return ModelRef(str(path.resolve()), _sha256(path), device, precision), models.ModelSpec.from_dict(spec)
+        if str(model) in models.available():
+            bundled = _bundled_weights(str(model))
+            if bundled is not None:
+                return resolve_model(bundled, device=device, precision=precision)
+            warnings.warn(f"model: no trained weights ship for {model!r}; using an untrained network", stacklevel=3)
+            return resolve_model(models.create(str(model)), device=device, precision=precision)
+        raise ValueError(
+            f"model: expected a model name {models.available()}, a checkpoint file or an nn.Module, "
+            f"found {str(model)!r} (no such file)"
+        )
+    raise ValueError(f"model: expected a name, a checkpoint path or an nn.Module, found {type(model).__name__}")
+
+
+def _bundled_weights(name: str) -> Path | None:
+    folder = Path(__file__).resolve().parents[1] / "weights"
+    found = sorted(folder.glob(f"{name}*.safetensors"))
+    return found[0] if found else None
+
+
+def _tile_task(
+    window: np.ndarray,
+    ref: ModelRef,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    origin: tuple[int, int],
+    tiles: list[tuple[int, int]],
+    weights: np.ndarray,
+    batch_size: int,
+    out_channels: int,
+) -> tuple:
+    runner = _runner(ref)
+    x = window[:, rows][:, :, cols]
+    # NaN (nodata) must not spread through the convolutions: zero on the network's scale, masked again later.
+    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    acc, wsum = accumulate_tiles(
+        x,
+        origin,
+        tiles,
+        runner,
+        tile=weights.shape[0],
+        weights=weights,
+        batch_size=batch_size,
+        out_channels=out_channels,
+    )
+    return acc.astype(np.float32), wsum.astype(np.float32), origin
+
+
+def _blend_task(bounds: tuple[int, int, int, int], out_channels: int, *parts: tuple) -> np.ndarray:
+    y0, y1, x0, x1 = bounds
+    acc = np.zeros((out_channels, y1 - y0, x1 - x0), np.float64)
+    wsum = np.zeros((y1 - y0, x1 - x0), np.float64)
+    for part_acc, part_w, (oy, ox) in parts:
+        ya, yb = max(y0, oy), min(y1, oy + part_w.shape[0])
+        xa, xb = max(x0, ox), min(x1, ox + part_w.shape[1])
+        if ya >= yb or xa >= xb:
+            continue
+        acc[:, ya - y0 : yb - y0, xa - x0 : xb - x0] += part_acc[:, ya - oy : yb - oy, xa - ox : xb - ox]
+        wsum[ya - y0 : yb - y0, xa - x0 : xb - x0] += part_w[ya - oy : yb - oy, xa - ox : xb - ox]
+    return (acc / wsum).astype(np.float32)
+
+
+def _processing_chunks(size: int, chunks: tuple[int, ...] | None, stride: int) -> tuple[int, ...]:
+    """Chunk sizes along an axis: multiples of the stride near the input's chunks (whole tiles per task)."""
+    target = chunks[0] if chunks else 2048
+    step = stride * max(1, round(target / stride))
+    sizes = [step] * (size // step)
+    if size % step:
+        sizes.append(size % step)
+    return tuple(sizes)
+
+
+def _tiled(xin: xr.DataArray, ref: ModelRef, grid: TileGrid, *, blend: str, batch_size: int, out_channels: int) -> Any:
+    """Lazy Dask array (out_channels, y, x) of blended network outputs, on the network's scale."""
+    import dask
+    import dask.array as da
+
+    data = xin.data if xin.chunks is not None else da.from_array(xin.values, chunks=-1)
+    H, W = grid.height, grid.width
+    chunk_y = _processing_chunks(H, data.chunks[1] if xin.chunks is not None else None, grid.stride)
+    chunk_x = _processing_chunks(W, data.chunks[2] if xin.chunks is not None else None, grid.stride)
+    edges_y, edges_x = np.cumsum((0, *chunk_y)), np.cumsum((0, *chunk_x))
+    weights = grid.window(blend)
+    starts_y, starts_x = grid.starts(0), grid.starts(1)
+    kept_y, kept_x = starts_y + grid.margin, starts_x + grid.margin
+
+    parts: dict[tuple[int, int], tuple[Any, tuple[int, int, int, int]]] = {}
+    for i in range(len(chunk_y)):
+        ty = starts_y[(kept_y >= edges_y[i]) & (kept_y < edges_y[i + 1])]
+        for j in range(len(chunk_x)):
+            tx = starts_x[(kept_x >= edges_x[j]) & (kept_x < edges_x[j + 1])]
+            if len(ty) == 0 or len(tx) == 0:
+                continue
+            ys, ye, xs, xe = ty.min(), ty.max() + grid.tile, tx.min(), tx.max() + grid.tile
+            rows, cols = reflect_index(np.arange(ys, ye), H), reflect_index(np.arange(xs, xe), W)
+            window = data[:, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+            tiles = [(int(a), int(b)) for a in ty for b in tx]
+            task = dask.delayed(_tile_task, pure=True)(
+                window,
+                ref,
+                rows - rows.min(),
+                cols - cols.min(),
+                (int(ys), int(xs)),
+                tiles,
+                weights,
+                batch_size,
+                out_channels,
+            )
+            parts[i, j] = (task, (int(ys), int(ye), int(xs), int(xe)))
+
+    blocks = []
+    for i in range(len(chunk_y)):
+        row = []
+        for j in range(len(chunk_x)):
+            y0, y1, x0, x1 = int(edges_y[i]), int(edges_y[i + 1]), int(edges_x[j]), int(edges_x[j + 1])
+            reaching = [
+                task for task, (ys, ye, xs, xe) in parts.values() if ys < y1 and ye > y0 and xs < x1 and xe > x0
+            ]
+            block = dask.delayed(_blend_task, pure=True)((y0, y1, x0, x1), out_channels, *reaching)
+            row.append(
+                da.from_delayed(
+                    block,
+                    shape=(out_channels, y1 - y0, x1 - x0),
+                    dtype=np.float32,
+                    meta=np.empty((0, 0, 0), np.float32),
+                )
+            )
+        blocks.append(row)
+    return da.block(blocks)
+
+
+def predict(
+    scene: xr.Dataset,
+    model: Any,
+    *,
+    tile: int = 256,
+    overlap: int | None = None,
+    blend: str = "cosine",
+    batch_size: int = 8,
+    device: str = "auto",
+    precision: str = "auto",
+    mask: str | xr.DataArray | None = None,
+    keep_clear: bool = False,
+    cloud_map: xr.DataArray | None = None,
+) -> xr.Dataset:
+    """Remove clouds from a scene with a network, tile by tile; lazy on Dask input.
+
+    Parameters
+    ----------
+    scene : Dataset with ``s2`` (cloudy, DN) and whatever else the model needs (``s1`` dB, ``dem`` m)
+    model : a model name, a checkpoint path or an ``nn.Module`` of :mod:`xcloudfree.models`
+    tile : tile side in pixels (a multiple of the model's size multiple)
+    overlap : pixels shared by neighbouring tiles; ``None`` gives each tile side the model's halo
+        (``overlap = 2·halo``). Each side drops ``min(halo, overlap // 2)`` px and blends over the rest.
+    blend : ``"cosine"``, ``"gaussian"`` or ``"mean"``
+    batch_size : tiles per forward pass
+    device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    precision : ``"auto"`` (bf16 autocast on CUDA where supported, float32 on CPU), ``"float32"``, ``"bfloat16"``,
+        ``"float16"``
+    mask : a masking method name (e.g. ``"dsen2cr"``) or a (y, x) DataArray in [0, 1]; added to the output,
+        used by ``keep_clear`` and, as the cloud map, by models conditioned on one
+    keep_clear : output ``mask·prediction + (1 − mask)·input``: clear pixels keep their observed values
+    cloud_map : (y, x) map in [0, 1] for models conditioned on a cloud map (default: ``mask``)
+
+    Returns
+    -------
+    The scene plus ``s2_cloudfree`` (band, y, x): float32 DN of the bands the model predicts (the scene's band
+    variables ``s2`` and ``s2_clear`` keep those bands only), coords and CRS of the scene, attrs of ``s2`` plus
+    provenance (``model``, ``weights_sha256``, ``tile``, ``overlap``, ``blend``);
+    plus ``mask`` when one was computed. NaN input pixels are NaN in the output.
+    """
+    if not isinstance(scene, xr.Dataset):
+        raise ValueError(f"scene: expected an xarray.Dataset scene, found {type(scene).__name__}")
+    ref, spec = resolve_model(model, device=device, precision=precision)
+    if spec.role != "generator" or not set(spec.output_bands) <= set(_s2_names()):
+        raise ValueError(
+            f"model: expected a generator of Sentinel-2 bands, found role {spec.role!r} with outputs "
+            f"{list(spec.output_bands)}"
+        )
+    if tile % spec.size_multiple:
+        raise ValueError(
+            f"tile: expected a multiple of the model's size multiple {spec.size_multiple}, found {tile} "
+            f"(e.g. {spec.size_multiple * max(1, round(tile / spec.size_multiple))})"
+        )
+    overlap = min(2 * spec.halo, tile - spec.size_multiple) if overlap is None else int(overlap)
+    if overlap % spec.size_multiple and spec.size_multiple > 1:
+        overlap -= overlap % spec.size_multiple  # the grid must stay on the model's size multiple
+    margin = min(spec.halo, overlap // 2)
+    grid = TileGrid(scene.sizes["y"], scene.sizes["x"], tile, overlap, margin)
+
+    mask_da = _mask(scene, mask)
+    if spec.cloud_map and cloud_map is None:
+        cloud_map = mask_da
+    xin = model_input(scene, spec, cloud_map=cloud_map)
+    out = _tiled(xin, ref, grid, blend=blend, batch_size=batch_size, out_channels=spec.out_channels)
+    if xin.chunks is None:
+        import dask
+
+        out = dask.compute(out, scheduler="threads")[0]
+    pred = xr.DataArray(
+        out, dims=("band", "y", "x"), coords={"band": list(spec.output_bands), "y": scene["y"], "x": scene["x"]}
+    )
+    pred = denormalize_output(pred, spec)
+    invalid = xin.isnull().any("channel")
+    pred = pred.where(~invalid)
+    if keep_clear:
+        if mask_da is None:
+            raise ValueError("keep_clear: expected a mask (a method name or a DataArray), found mask=None")
+        from ..sensors import harmonize_s2
+
+        observed = harmonize_s2(scene["s2"]).sel(band=list(spec.output_bands)).astype("float32")
+        pred = mask_da * pred + (1 - mask_da) * observed
+        pred = pred.transpose("band", "y", "x")
+    attrs = dict(scene["s2"].attrs) if "s2" in scene else {}
+    attrs.update(
+        units="DN",
+        offset=0,
+        model=getattr(model, "architecture", None) or _model_name(ref, model),
+        weights_sha256=ref.sha256 or "in-memory module",
+        tile=tile,
+        overlap=overlap,
+        margin=margin,
+        blend=blend,
+    )
+    # One Dataset has one band coordinate: the scene's band variables keep the bands the model predicts.
+    base = scene.sel(band=list(spec.output_bands)) if "band" in scene.dims else scene
+    result = base.assign(s2_cloudfree=pred.astype(np.float32).assign_attrs(attrs))
+    if mask_da is not None:
+        result["mask"] = mask_da
+    return result
+
+
+def _s2_names() -> tuple[str, ...]:
+    from ..sensors import S2_BAND_NAMES
+
+    return S2_BAND_NAMES
+
+
+def _model_name(ref: ModelRef, model: Any) -> str:
+    if ref.path is not None:
+        from ..models import read_metadata
+
+        return str(read_metadata(ref.path).get("architecture", Path(ref.path).name))
+    return str(model)
+
+
+def _mask(scene: xr.Dataset, mask: str | xr.DataArray | None) -> xr.DataArray | None:
+    if mask is None:
+        return None
+    if isinstance(mask, str):
+        from ..masking import detect
+
+        return detect(scene["s2"], method=mask)["mask"]
+    if isinstance(mask, xr.DataArray):
+        if mask.dims != ("y", "x"):
+            raise ValueError(f"mask: expected dims ('y', 'x'), found {mask.dims}")
+        return mask.astype("float32")
+    raise ValueError(f"mask: expected a method name or a (y, x) DataArray, found {type(mask).__name__}")

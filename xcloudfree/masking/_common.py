@@ -1,0 +1,257 @@
+"""Plumbing shared by the mask methods: input checks, halo blocks on Dask, exact filters, the result Dataset.
+
+Every method computes its masks block by block with a function ``func(block, *, borders, origin, halo, ...)``:
+``block`` is ``(layers, y, x)`` with ``halo`` pixels of the neighbouring blocks on its interior sides and nothing
+on the sides that are image borders (``borders`` = top, bottom, left, right flags); ``origin`` is the global
+(row, column) of its first pixel. The in-memory path calls the same function once with four borders, so Dask and
+NumPy results agree, and the filters below compute every pixel from its neighbourhood alone, in a fixed order,
+so the result does not depend on where the chunk edges fall.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from scipy import ndimage
+
+from ..scene import name_s2_bands
+from ..sensors import harmonize_s2
+
+Borders = tuple[bool, bool, bool, bool]
+
+#: Variables of every mask Dataset, in the order of the block functions' output layers.
+LAYERS = ("cloud_probability", "cloud", "shadow", "mask")
+_VAR_ATTRS = {
+    "cloud_probability": {"long_name": "cloud probability", "units": "1"},
+    "cloud": {"long_name": "cloud"},
+    "shadow": {"long_name": "cloud shadow"},
+    "mask": {"long_name": "cloud-or-shadow map (1 covered, 0 clear, NaN invalid)", "units": "1"},
+}
+# These describe the S2 values, not the masks.
+_DROP_ATTRS = {"long_name", "units", "scale_factor", "add_offset", "_FillValue", "nodata", "description", "offset"}
+
+
+# --------------------------------------------------------------------------------------------------- inputs
+def as_s2(s2: Any) -> xr.DataArray:
+    """Any accepted S2 input → DataArray ``(..., band, y, x)`` with band names.
+
+    Accepts a scene Dataset (its ``s2``), a DataArray, or a bare NumPy/Dask array ``(13, y, x)`` in canonical order.
+    """
+    if isinstance(s2, xr.Dataset):
+        if "s2" not in s2:
+            raise ValueError(f"s2: expected a scene with an 's2' variable, found variables {list(s2.data_vars)}")
+        s2 = s2["s2"]
+    if not isinstance(s2, xr.DataArray):
+        if getattr(s2, "ndim", None) != 3:
+            raise ValueError(
+                f"s2: expected a DataArray (band, y, x) or an array of shape (13, y, x), "
+                f"found {type(s2).__name__} with shape {getattr(s2, 'shape', None)}"
+            )
+        s2 = xr.DataArray(s2, dims=("band", "y", "x"))
+    if "y" not in s2.dims or "x" not in s2.dims or s2.ndim < 3:
+        raise ValueError(f"s2: expected dims (band, y, x), found {s2.dims}")
+    if not ("band" in s2.coords and s2["band"].dtype.kind in "UO"):
+        if s2.ndim != 3:
+            raise ValueError(f"s2: expected a 'band' coordinate with Sentinel-2 band names, found dims {s2.dims}")
+        s2 = name_s2_bands(s2)
+    return s2
+
+
+def select_bands(s2: xr.DataArray, bands: Sequence[str], method: str) -> xr.DataArray:
+    """The ``bands`` of ``s2`` in that order, offset harmonised (``xcloudfree.sensors.harmonize_s2``)."""
+    present = [str(b) for b in s2["band"].values]
+    missing = [b for b in bands if b not in present]
+    if missing:
+        hint = ""
+        if "B10" in missing:
+            hint = (
+                "; Level-2A products have no B10 (cirrus): use method='scl' with the L2A scene classification, "
+                "or method='s2cloudless' on the Level-1C product"
+            )
+        raise ValueError(f"s2: method {method!r} needs bands {list(bands)}, missing {missing}, found {present}{hint}")
+    return harmonize_s2(s2.sel(band=list(bands)))
+
+
+def nodata_of(s2: xr.DataArray) -> float | None:
+    """The DN that marks missing pixels (rioxarray ``nodata`` / ``_FillValue``), after the baseline offset."""
+    nodata = s2.rio.nodata if hasattr(s2, "rio") else None
+    if nodata is None:
+        nodata = s2.attrs.get("_FillValue", s2.attrs.get("nodata"))
+    if nodata is None or np.isnan(nodata):
+        return None  # NaN is caught as non-finite anyway
+    return float(nodata) + float(s2.attrs.get("offset_applied", 0.0))
+
+
+def valid_pixels(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(y, x) bool: every layer finite and none equal to ``nodata``."""
+    valid = np.isfinite(block).all(axis=0) if block.dtype.kind == "f" else np.ones(block.shape[1:], bool)
+    if nodata is not None:
+        valid &= ~(block == nodata).any(axis=0)
+    return valid
+
+
+def pixel_size(s2: xr.DataArray) -> float:
+    """Ground pixel size in metres from the grid (10 m when the array carries no coordinates)."""
+    if "x" not in s2.coords or s2.sizes["x"] < 2:
+        return 10.0
+    crs = s2.rio.crs if hasattr(s2, "rio") else None
+    if crs is not None and crs.is_geographic:
+        raise ValueError(f"s2: a resolution in metres needs a projected CRS, found {crs.to_string()}")
+    return float(abs(s2["x"].values[1] - s2["x"].values[0]))
+
+
+def check_params(method: str, params: dict, allowed: Sequence[str]) -> None:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"params: method {method!r} accepts {sorted(allowed)}, found unknown {unknown}")
+
+
+# ------------------------------------------------------------------------------------------------- blocks
+def aligned_chunks(size: int, preferred: int, multiple: int = 1, minimum: int = 1) -> tuple[int, ...]:
+    """Chunk sizes near ``preferred`` whose edges fall on multiples of ``multiple``, none under ``minimum``.
+
+    A short remainder joins the last chunk, so every chunk can lend a halo of ``minimum`` pixels.
+    """
+    step = max(multiple, round(preferred / multiple) * multiple, math.ceil(minimum / multiple) * multiple)
+    n = size // step
+    if n == 0:
+        return (size,)
+    chunks = [step] * n
+    rest = size - n * step
+    if rest >= minimum:
+        chunks.append(rest)
+    else:
+        chunks[-1] += rest
+    return tuple(chunks)
+
+
+def map_blocks_with_halo(
+    func: Callable[..., np.ndarray],
+    data: Any,
+    depth: int,
+    layers: int,
+    *,
+    multiple: int = 1,
+    out_chunks: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run ``func`` over ``data`` (layers, y, x) with ``depth`` pixels of halo between blocks.
+
+    NumPy in → NumPy out (one block, four borders). Dask in → lazy Dask out: chunks are first aligned to
+    ``multiple`` (and made at least ``depth`` wide), then each block sees its neighbours' ``depth`` pixels.
+    ``out_chunks`` sets the (y, x) chunks of the result when they differ from the input's; the input chunks
+    are then kept as they are (each at least ``depth`` wide). ``func`` returns ``(layers, core_y, core_x)``
+    float32. Dask collections in ``kwargs`` become dependencies.
+    """
+    if not hasattr(data, "dask"):
+        return func(np.asarray(data), borders=(True,) * 4, origin=(0, 0), halo=0, **kwargs)
+    import dask.array as da
+
+    if out_chunks is None:
+        yx = [aligned_chunks(n, c[0], multiple, depth) for n, c in zip(data.shape[1:], data.chunks[1:], strict=True)]
+        data = data.rechunk(((data.shape[0],), *yx))
+    yx = list(data.chunks[1:])
+    depths = {0: 0, 1: depth if len(yx[0]) > 1 else 0, 2: depth if len(yx[1]) > 1 else 0}
+    haloed = da.overlap.overlap(data, depth=depths, boundary="none")
+    starts = [np.cumsum((0, *c[:-1])) for c in yx]
+    counts = [len(c) for c in yx]
+
+    def run(block: np.ndarray, block_id: tuple[int, int, int] | None = None, **kw: Any) -> np.ndarray:
+        _, i, j = block_id
+        borders = (i == 0, i == counts[0] - 1, j == 0, j == counts[1] - 1)
+        origin = (int(starts[0][i]) - (0 if i == 0 else depth), int(starts[1][j]) - (0 if j == 0 else depth))
+        return func(block, borders=borders, origin=origin, halo=depth, **kw)
+
+    chunks = ((layers,), *(out_chunks or yx))
+    return da.map_blocks(run, haloed, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32), **kwargs)
+
+
+def with_margin(a: np.ndarray, borders: Borders, halo: int, margin: int, mode: str = "constant") -> np.ndarray:
+    """Give a block a uniform ``margin``: keep ``margin`` of its ``halo`` on interior sides, pad border sides.
+
+    ``mode`` is NumPy's pad mode for the border sides ("symmetric" = SciPy's and OpenCV's "reflect").
+    """
+    top, bottom, left, right = borders
+    h, w = a.shape[-2:]
+    cut = halo - margin
+    a = a[..., (0 if top else cut) : (h if bottom else h - cut), (0 if left else cut) : (w if right else w - cut)]
+    pad = [(0, 0)] * (a.ndim - 2) + [(margin * top, margin * bottom), (margin * left, margin * right)]
+    return np.pad(a, pad, mode=mode)
+
+
+def outside(shape: tuple[int, ...], borders: Borders, margin: int) -> np.ndarray:
+    """(y, x) bool of a margined block: True on the padding beyond the image border."""
+    top, bottom, left, right = borders
+    out = np.zeros(shape[-2:], bool)
+    h, w = out.shape
+    if top:
+        out[:margin] = True
+    if bottom:
+        out[h - margin :] = True
+    if left:
+        out[:, :margin] = True
+    if right:
+        out[:, w - margin :] = True
+    return out
+
+
+def crop(a: np.ndarray, margin: int) -> np.ndarray:
+    return a[..., margin : a.shape[-2] - margin, margin : a.shape[-1] - margin] if margin else a
+
+
+def box_sum(a: np.ndarray, size: int) -> np.ndarray:
+    """Sum over the size×size box around each pixel (zero outside), each pixel's own fixed-order sum."""
+    ones = np.ones(size, a.dtype)
+    # correlate1d sums each pixel's taps directly, unlike uniform_filter's running sum that depends on the chunk.
+    return ndimage.correlate1d(ndimage.correlate1d(a, ones, axis=-2, mode="constant"), ones, axis=-1, mode="constant")
+
+
+def stack_layers(prob: np.ndarray, cloud: np.ndarray, shadow: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The block functions' output: (4, y, x) float32 in :data:`LAYERS` order; NaN probability = invalid."""
+    invalid = np.isnan(prob)
+    return np.stack(
+        [
+            prob.astype(np.float32),
+            cloud & ~invalid,
+            shadow & ~invalid,
+            np.where(invalid, np.float32(np.nan), mask.astype(np.float32)),
+        ]
+    ).astype(np.float32, copy=False)
+
+
+# ------------------------------------------------------------------------------------------------- output
+def to_dataset(layers: Any, template: xr.DataArray, method: str, params: dict) -> xr.Dataset:
+    """(4, y, x) layers → the mask Dataset on the grid of ``template`` (coords, CRS, attrs kept)."""
+    coords = {k: v for k, v in template.coords.items() if "band" not in v.dims}
+    dims = ("y", "x")
+    data = {
+        "cloud_probability": layers[0],
+        "cloud": layers[1] > 0.5,
+        "shadow": layers[2] > 0.5,
+        "mask": layers[3],
+    }
+    attrs = {k: v for k, v in template.attrs.items() if k not in _DROP_ATTRS and k != "offset_applied"}
+    attrs["mask_method"] = method
+    attrs["mask_parameters"] = json.dumps(params, default=str)
+    ds = xr.Dataset(
+        {k: xr.DataArray(v, dims=dims, attrs=_VAR_ATTRS[k]) for k, v in data.items()}, coords=coords, attrs=attrs
+    )
+    if "spatial_ref" in ds.coords:
+        for name in ds.data_vars:
+            ds[name].attrs["grid_mapping"] = "spatial_ref"
+    return ds
+
+
+def per_leading(func: Callable[[xr.DataArray], xr.Dataset], s2: xr.DataArray) -> xr.Dataset:
+    """Apply ``func`` to each (band, y, x) slice of ``s2`` along its extra leading dims (e.g. ``time``)."""
+    extra = [d for d in s2.dims if d not in ("band", "y", "x")]
+    if not extra:
+        return func(s2.transpose("band", "y", "x"))
+    dim = extra[0]
+    parts = [per_leading(func, s2.isel({dim: i})) for i in range(s2.sizes[dim])]
+    return xr.concat(parts, dim=dim, combine_attrs="override")
