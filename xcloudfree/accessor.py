@@ -54,7 +54,9 @@ class _CloudfreeAccessor:
         mask: str | xr.DataArray | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Scores of ``prediction`` against ``target`` (DN scaled to reflectance): :func:`xcloudfree.metrics.evaluate_scene`.
+        """Scores of ``prediction`` against ``target``, DN scaled to reflectance.
+
+        Forwards to :func:`xcloudfree.metrics.evaluate_scene`.
 
         ``mask`` is a (y, x) DataArray or a masking method name (computed on the cloudy ``s2``); with a mask the
         ``*_reconstruction`` and ``*_reproduction`` scores are added.

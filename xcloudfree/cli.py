@@ -162,6 +162,21 @@ def evaluate(
 
 
 @app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Training configuration, YAML or JSON.")],
+    resume: Annotated[bool, typer.Option(help="Continue from <output>/state.safetensors.")] = False,
+) -> None:
+    """Train a network from a configuration; writes checkpoints, CSV logs and the final model."""
+    from .training import train as run
+
+    try:
+        path = run(config, resume=resume)
+    except ValueError as err:
+        _fail(err)
+    typer.echo(f"model: {path}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo_output"),
     size: Annotated[int, typer.Option(help="Scene side in pixels.")] = 512,
