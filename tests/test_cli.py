@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import rasterio
 from typer.testing import CliRunner
 
@@ -120,3 +121,51 @@ def test_train_command(tmp_path):
     bad.write_text("model: {name: dsen2cr}\nsteps: -1\n")
     result = runner.invoke(app, ["train", str(bad)])
     assert result.exit_code == 2 and "config.steps: expected a positive number" in result.output
+
+
+def test_evaluate_files_report_and_plot(sen12mscr_root, tmp_path):
+    cloudy = sen12mscr_root / "ROIs1970_fall_s2_cloudy/s2_cloudy_139/ROIs1970_fall_s2_cloudy_139_p839.tif"
+    clear = sen12mscr_root / "ROIs1970_fall_s2/s2_139/ROIs1970_fall_s2_139_p839.tif"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--pred",
+            str(cloudy),
+            "--target",
+            str(clear),
+            "--cloudy",
+            str(cloudy),
+            "--mask",
+            "dsen2cr",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--plot",
+            str(tmp_path / "f.png"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    reference = json.loads((sen12mscr_root.parent / "reference/metrics_uncrtaints_cloudy_vs_clear.json").read_text())
+    ref = next(v for k, v in reference.items() if k.endswith("s2_cloudy_139_p839.tif"))
+    assert report["psnr"] == pytest.approx(ref["PSNR"], rel=1e-6) and report["ssim"] == pytest.approx(
+        ref["SSIM"], rel=1e-6
+    )
+    assert report["mask_method"] == "dsen2cr" and len(report["bands"]) == 13
+    assert report["psnr_reproduction"] == float("inf")  # outside the mask the "prediction" is the cloudy input
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--pred",
+            str(cloudy),
+            "--target",
+            str(clear),
+            "--mask",
+            "dsen2cr",
+            "--json",
+            str(tmp_path / "x.json"),
+        ],
+    )
+    assert result.exit_code == 2 and "mask: the method 'dsen2cr' runs on the cloudy input" in result.output
