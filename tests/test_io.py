@@ -234,6 +234,11 @@ def test_write_zarr_roundtrip_replaces_atomically(tmp_path):
     back = xr.open_zarr(path)
     assert back.rio.crs == scene.rio.crs
     np.testing.assert_array_equal(back["s2"].values, scene["s2"].values)
+    ragged = scene.isel(x=slice(3, None))  # chunks (29, 32): irregular, which Zarr cannot store as they are
+    np.testing.assert_array_equal(
+        xr.open_zarr(xcf.io.write_zarr(ragged, tmp_path / "r.zarr"))["s2"].values, ragged["s2"].values
+    )
+    (tmp_path / "r.zarr").rename(tmp_path / "r.kept")
     xcf.io.write_zarr(scene[["dem"]], path)  # overwrite
     assert set(xr.open_zarr(path).data_vars) == {"dem"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.kept", "scene.zarr"]

@@ -137,3 +137,42 @@ def test_parallel_loading_changes_nothing(tmp_path):
     parallel.fit()
     for key, value in serial.generator.state_dict().items():
         torch.testing.assert_close(parallel.generator.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_geotiff_source_with_synthetic_clouds_on_clear_data(tmp_path):
+    scene = xcf.datasets.synthetic_scene(64, seed=9, cloud_cover=0.0)
+    files = {
+        "s2": str(xcf.io.write_cog(scene["s2_clear"], tmp_path / "clear_as_input.tif")),
+        "s2_clear": str(xcf.io.write_cog(scene["s2_clear"], tmp_path / "clear.tif")),
+        "s1": str(xcf.io.write_cog(scene["s1"], tmp_path / "s1.tif")),
+    }
+    cfg = config(
+        "dsen2cr",
+        tmp_path,
+        data={"source": "geotiff", "files": [files], "synthetic_clouds": "perlin", "val_samples": 1},
+    )
+    trainer = make_trainer(cfg)
+    sample = trainer.dataset._sample(0)
+    # the input got Perlin clouds where the mask says so; the target stayed clear
+    mask = sample["mask"][0]
+    assert 0.05 < float((mask > 0.1).float().mean()) < 0.95
+    bright = sample["input"][1][mask > 0.9].mean() if (mask > 0.9).any() else None
+    assert bright is None or bright > sample["target"][1][mask > 0.9].mean() + 1.0  # B02 on the [0, 5] scale
+    torch.testing.assert_close(sample["input"][:13][:, mask == 0], sample["target"][:, mask == 0])
+    assert trainer.fit().is_file()
+
+
+def test_copy_paste_clouds_from_a_donor():
+    from xcloudfree.training.data import with_synthetic_clouds
+
+    clear = xcf.datasets.synthetic_scene(64, seed=1, cloud_cover=0.0)
+    donor = xcf.datasets.synthetic_scene(64, seed=2, cloud_cover=0.6)
+    out = with_synthetic_clouds(clear, np.random.default_rng(0), method="copy_paste", donor=donor)
+    m = out["mask"].values
+    assert m.max() > 0.9 and m.min() < 1e-3
+    free = m < 1e-3
+    np.testing.assert_allclose(out["s2"].values[:, free], clear["s2_clear"].values[:, free], rtol=0.01)
+    thick = m > 0.99
+    np.testing.assert_allclose(out["s2"].values[:, thick], donor["s2"].values[:, thick], rtol=0.02)
+    with pytest.raises(ValueError, match="donor: expected a cloudy scene"):
+        with_synthetic_clouds(clear, np.random.default_rng(0), method="copy_paste")

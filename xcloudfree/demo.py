@@ -10,39 +10,9 @@ import xarray as xr
 from .datasets import synthetic_scene
 from .io import write_cog
 from .masking import detect, to_classes
+from .plot import quicklook, rgb
 
-__all__ = ["run_demo", "rgb", "quicklook"]
-
-
-def rgb(s2: xr.DataArray, *, bands: tuple[str, str, str] = ("B04", "B03", "B02"), gain: float = 3.0) -> np.ndarray:
-    """A display RGB image (height, width, 3) in [0, 1] from S2 DN: reflectance × ``gain``, clipped."""
-    data = np.asarray(s2.sel(band=list(bands)).values, dtype=np.float32)
-    return np.clip(np.moveaxis(data, 0, -1) / 10000.0 * gain, 0.0, 1.0)
-
-
-def quicklook(panels: dict[str, np.ndarray], path: str | Path, *, panel_size: float = 4.0) -> Path:
-    """Save panels side by side as a PNG (atomically): RGB arrays (h, w, 3) or single layers (h, w)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io.geotiff import atomic_path
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(panel_size * len(panels), panel_size), squeeze=False)
-    for ax, (title, image) in zip(axes[0], panels.items(), strict=True):
-        ax.imshow(image, cmap=None if image.ndim == 3 else "gray", interpolation="nearest")
-        ax.set_title(title)
-        ax.set_axis_off()
-    fig.tight_layout()
-    final, tmp = atomic_path(path)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        tmp.replace(final)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return final
+__all__ = ["run_demo"]
 
 
 def run_demo(

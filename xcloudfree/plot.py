@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_evaluation"]
+__all__ = ["plot_evaluation", "quicklook", "rgb"]
 
 #: Longest side of a map as drawn; larger scenes are averaged down in blocks (chunk-wise for Dask).
 _MAX_DISPLAY = 1024
@@ -101,6 +101,29 @@ def plot_evaluation(
     if path is not None:
         _save_png(fig, Path(path))
     return fig
+
+
+def rgb(s2: Any, *, bands: Sequence[str] = ("B04", "B03", "B02"), gain: float = 3.0) -> np.ndarray:
+    """A display image (height, width, 3) in [0, 1] from an S2 DataArray in DN: reflectance × ``gain``, clipped."""
+    data = np.asarray(s2.sel(band=list(bands)).values, dtype=np.float32)
+    return np.clip(np.moveaxis(data, 0, -1) / 10000.0 * gain, 0.0, 1.0)
+
+
+def quicklook(panels: dict[str, np.ndarray], path: str | os.PathLike, *, panel_size: float = 4.0) -> Path:
+    """Panels side by side as a PNG (written atomically): RGB arrays (h, w, 3) in [0, 1] or layers (h, w)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel_size * len(panels), panel_size), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, (title, image) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items(), strict=True):
+        ax.imshow(image, cmap=None if image.ndim == 3 else "gray", interpolation="nearest")
+        ax.set_title(title)
+        ax.set_axis_off()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_png(fig, path)
+    return path
 
 
 def _save_png(fig: Any, path: Path) -> None:

@@ -388,7 +388,9 @@ def predict(
         cloud_map = mask_da
     xin = model_input(scene, spec, cloud_map=cloud_map)
     out = _tiled(xin, ref, grid, blend=blend, batch_size=batch_size, out_channels=spec.out_channels)
-    if xin.chunks is None:
+    if xin.chunks is not None:
+        out = out.rechunk((spec.out_channels, *xin.data.chunks[1:]))  # the caller's chunks, not the tile tasks'
+    else:
         import dask
 
         out = dask.compute(out, scheduler="threads")[0]

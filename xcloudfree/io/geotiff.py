@@ -232,6 +232,10 @@ def write_zarr(ds: xr.Dataset | xr.DataArray, path: PathLike, **kwargs: Any) -> 
         ds[name].attrs = _json_safe(ds[name].attrs)
         # Encodings inherited from a GeoTIFF source (compression, blocks) do not fit Zarr.
         ds[name].encoding = {}
+    # Zarr stores regular chunks: even out what a computation left irregular (e.g. after slicing).
+    for name, var in ds.data_vars.items():
+        if var.chunks is not None and any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in var.chunks):
+            ds[name] = var.chunk({dim: max(c) for dim, c in zip(var.dims, var.chunks, strict=True)})
     # Variable-length strings have a Zarr v3 specification, fixed-width numpy unicode has none.
     ds = ds.assign_coords({k: c.astype(object) for k, c in ds.coords.items() if c.dtype.kind == "U"})
     try:

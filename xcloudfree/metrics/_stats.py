@@ -59,7 +59,8 @@ def block_stats(
     wts = []
     for wt in weights:
         if wt is not None:
-            wt = np.broadcast_to(np.asarray(wt[..., halo : halo + h, halo : halo + w], dtype=np.float64), (n, h, w))
+            wt = np.asarray(wt[..., halo : halo + h, halo : halo + w], dtype=np.float64)
+            wt = np.ascontiguousarray(np.broadcast_to(wt, (n, h, w)))  # contiguous rows: dot products copy nothing
             check_weights(wt)
         wts.append(wt)
     region = np.zeros((h, w), dtype=bool)

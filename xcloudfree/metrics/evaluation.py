@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from ..sensors import reflectance
 from ._inputs import Border, as_images, as_mask, check_choice, check_pair
@@ -200,11 +199,11 @@ def evaluate_scene(
     """:func:`evaluate` on the Sentinel-2 variables of a scene Dataset, values in DN.
 
     Each variable is turned into reflectance (processing-baseline offset, clip to 0..10000, /10000:
-    :func:`xcloudfree.sensors.reflectance`) and only the bands that all of them have are scored, in the target's
-    order (in one Dataset a band a variable lacks is all NaN, so all-NaN bands are left out; finding them reads
-    the variables once). ``cloudy`` is used, for the ``*_reproduction`` scores, only when a ``mask`` ((y, x) bool
-    or weights in [0, 1], or (time, y, x)) is given. A ``time`` dimension makes a batch (see ``reduction``). Lazy (Dask)
-    variables are scored chunk by chunk.
+    :func:`xcloudfree.sensors.reflectance`). The variables of one Dataset share its band coordinate; bands that a
+    variable lacks (all NaN) are left out for in-memory data, while lazy data are scored on all bands in one pass.
+    ``cloudy`` is used, for the ``*_reproduction`` scores, only when a ``mask`` ((y, x) bool or
+    weights in [0, 1], or (time, y, x)) is given. A ``time`` dimension makes a batch (see ``reduction``). Lazy (Dask)
+    variables are scored chunk by chunk, in one pass.
     """
     use = [prediction, target] + ([cloudy] if cloudy is not None and mask is not None else [])
     for var in use:
@@ -212,13 +211,13 @@ def evaluate_scene(
             raise ValueError(f"{var!r}: expected a variable of the scene, found {sorted(map(str, ds.data_vars))}")
         if "band" not in ds[var].coords:
             raise ValueError(f"{var!r}: expected a 'band' coordinate, found dims {ds[var].dims}")
-    # Variables of one Dataset share the band coordinate, so a band a variable lacks reads as all NaN there.
-    has_data = xr.Dataset({var: ds[var].notnull().any([d for d in ds[var].dims if d != "band"]) for var in use})
-    has_data = has_data.compute()
-    present = [
-        {str(b) for b, ok in zip(has_data["band"].values, has_data[var].values, strict=True) if ok} for var in use
-    ]
-    bands = [str(b) for b in ds[target]["band"].values if all(str(b) in p for p in present)]
+    # Variables of one Dataset share one band coordinate, so a band a variable lacks reads as all NaN there.
+    # Finding those bands reads the data: done for in-memory variables only, since on Dask it would compute a lazy
+    # prediction twice (the inference engine keeps only the bands it predicts, so its output has none).
+    bands = [str(b) for b in ds[target]["band"].values]
+    if all(ds[var].chunks is None for var in use):
+        has_data = {var: ds[var].notnull().any([d for d in ds[var].dims if d != "band"]).values for var in use}
+        bands = [b for i, b in enumerate(bands) if all(bool(has_data[var][i]) for var in use)]
     if not bands:
         raise ValueError(f"{prediction!r}: expected bands with data in common with {target!r}, found none")
     arrays = [reflectance(ds[var].sel(band=bands)) for var in use]

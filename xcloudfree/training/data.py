@@ -23,7 +23,7 @@ from ..sensors import normalize_s2
 __all__ = [
     "SceneDataset",
     "SyntheticDataset",
-    "GeoTiffDataset",
+    "GeoTiffScenes",
     "make_sample",
     "augment",
     "with_synthetic_clouds",
@@ -35,8 +35,9 @@ __all__ = [
 Sample = dict[str, torch.Tensor]
 
 
-def _rng(seed: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+def _rng(*keys: int) -> np.random.Generator:
+    """A generator that is a pure function of its integer keys (seed, index, stream)."""
+    return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
 
 
 def make_sample(
@@ -150,7 +151,7 @@ class _Base(torch.utils.data.Dataset):
         scene = self.scene(index)
         mask: str | None = self.mask
         if self.synthetic_clouds is not None:
-            scene = with_synthetic_clouds(scene, _rng(self.seed, -index - 1), method=self.synthetic_clouds)
+            scene = with_synthetic_clouds(scene, _rng(self.seed, index, 1), method=self.synthetic_clouds)
             mask = None  # the known opacity is the mask
         sample = make_sample(scene, self.spec, mask=mask)
         if self._cache is not None:
@@ -260,25 +261,12 @@ class SyntheticDataset(_Base):
         return augment(self._last[1], rng, crop=self.crop, flips=self.flips)
 
 
-class GeoTiffDataset(_Base):
-    """Samples from the user's GeoTIFF files: one dict per sample with paths for ``s2`` (cloudy), ``s2_clear``,
-    ``s1`` and optionally ``dem`` (keys as :func:`xcloudfree.io.open_scene`)."""
+class GeoTiffScenes(Sequence):
+    """The user's GeoTIFF files as a sequence of scenes, opened on access: one dict per sample with paths for
+    ``s2`` (cloudy), ``s2_clear``, ``s1`` and optionally ``dem`` (keys of :func:`xcloudfree.io.open_scene`).
+    Train on them with :class:`SceneDataset`."""
 
-    def __init__(
-        self,
-        files: Sequence[dict[str, str | Path]],
-        spec: Any,
-        *,
-        crop: int | None = 128,
-        flips: bool = True,
-        mask: str | None = "dsen2cr",
-        seed: int = 0,
-        synthetic_clouds: str | None = None,
-        cache: bool = True,
-    ) -> None:
-        super().__init__(
-            spec, crop=crop, flips=flips, mask=mask, seed=seed, synthetic_clouds=synthetic_clouds, cache=cache
-        )
+    def __init__(self, files: Sequence[dict[str, str | Path]]) -> None:
         self.files = list(files)
         if not self.files:
             raise ValueError("files: expected at least one dict of GeoTIFF paths, found none")
@@ -286,7 +274,7 @@ class GeoTiffDataset(_Base):
     def __len__(self) -> int:
         return len(self.files)
 
-    def scene(self, index: int) -> xr.Dataset:
+    def __getitem__(self, index: int) -> xr.Dataset:
         from ..io import open_scene
 
         return open_scene(**self.files[index], max_nan_fraction=0.05)

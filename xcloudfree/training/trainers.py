@@ -144,29 +144,12 @@ class Trainer:
 
             scenes: Any = SEN12MSCR(d.root, split=d.split, seasons=d.seasons)
         else:
-            from .data import GeoTiffDataset
+            from .data import GeoTiffScenes
 
-            train = GeoTiffDataset(
-                d.files,
-                spec,
-                crop=cfg.crop,
-                mask=d.mask,
-                seed=cfg.seed,
-                synthetic_clouds=d.synthetic_clouds,
-                cache=d.cache,
-            )
-            return train, [
-                GeoTiffDataset(
-                    d.files, spec, crop=None, flips=False, mask=d.mask, synthetic_clouds=d.synthetic_clouds
-                ).sample(i)
-                for i in range(min(d.val_samples, len(train)))
-            ]
-        train = SceneDataset(
-            scenes, spec, crop=cfg.crop, mask=d.mask, seed=cfg.seed, synthetic_clouds=d.synthetic_clouds, cache=d.cache
-        )
-        whole = SceneDataset(
-            scenes, spec, crop=None, flips=False, mask=d.mask, synthetic_clouds=d.synthetic_clouds, cache=False
-        )
+            scenes = GeoTiffScenes(d.files)
+        common = {"mask": d.mask, "synthetic_clouds": d.synthetic_clouds}
+        train = SceneDataset(scenes, spec, crop=cfg.crop, seed=cfg.seed, cache=d.cache, **common)
+        whole = SceneDataset(scenes, spec, crop=None, flips=False, cache=False, **common)
         return train, [whole.sample(i) for i in range(min(d.val_samples, len(whole)))]
 
     def batches(self, start: int, end: int) -> Any:
