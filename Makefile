@@ -19,7 +19,7 @@ $(BASE): pyproject.toml | $(PY)
 	@touch $@
 
 $(DEV): pyproject.toml $(BASE)
-	$(PIP) -e ".[dev,s2cloudless,stac]"
+	$(PIP) -e ".[dev,s2cloudless,stac,eval]"
 	@touch $@
 
 demo: $(BASE)

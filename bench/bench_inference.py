@@ -106,34 +106,41 @@ def overhead(size: int = 2048, tile: int = 256, overlap: int = 32, batch: int = 
     return result
 
 
-def rss(size: int, tile: int = 256, overlap: int = 32, chunk: int = 2048) -> dict:
-    """Zarr → Zarr on CPU with the small model; the input store repeats one 2048² synthetic block."""
+def _make_input(size: int, path: str, chunk: int = 2048) -> None:
+    """A size² scene Zarr whose chunks repeat one 2048² synthetic scene (written in its own process)."""
     import dask.array as da
 
-    model = small_model()
     block = xcf.datasets.synthetic_scene(chunk, seed=0)
     reps = -(-size // chunk)
+    arrays = {}
+    for name in ("s2", "s1"):
+        one = da.from_array(block[name].values, chunks=(-1, chunk, chunk))
+        arrays[name] = da.block([[one] * reps] * reps)[:, :size, :size]
+    x = 500000.0 + 10.0 * (np.arange(size) + 0.5)
+    y = 5100000.0 - 10.0 * (np.arange(size) + 0.5)
+    band = {"band": list(block["band"].values), "y": y, "x": x}
+    pol = {"polarization": ["VV", "VH"], "y": y, "x": x}
+    scene = xcf.make_scene(
+        s2=xcf.scene.xr.DataArray(arrays["s2"], dims=("band", "y", "x"), coords=band),
+        s1=xcf.scene.xr.DataArray(arrays["s1"], dims=("polarization", "y", "x"), coords=pol),
+    ).rio.write_crs("EPSG:32633")
+    xcf.io.write_zarr(scene, path)
+
+
+def rss(size: int, tile: int = 256, overlap: int = 32) -> dict:
+    """(c) Zarr → Zarr on CPU with the small model; peak RSS of this process, which only runs the inference."""
+    import multiprocessing
+
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        arrays = {}
-        for name in ("s2", "s1"):
-            one = da.from_array(block[name].values, chunks=(-1, chunk, chunk))
-            arrays[name] = da.block([[one] * reps] * reps)[:, :size, :size]
-        x = 500000.0 + 10.0 * (np.arange(size) + 0.5)
-        y = 5100000.0 - 10.0 * (np.arange(size) + 0.5)
-        scene = xcf.make_scene(
-            s2=xcf.scene.xr.DataArray(
-                arrays["s2"], dims=("band", "y", "x"), coords={"band": list(block["band"].values), "y": y, "x": x}
-            ),
-            s1=xcf.scene.xr.DataArray(
-                arrays["s1"], dims=("polarization", "y", "x"), coords={"polarization": ["VV", "VH"], "y": y, "x": x}
-            ),
-        ).rio.write_crs("EPSG:32633")
-        src = xcf.io.write_zarr(scene, Path(tmp) / "in.zarr")
-        del scene, arrays, block
+        src = str(Path(tmp) / "in.zarr")
+        maker = multiprocessing.get_context("spawn").Process(target=_make_input, args=(size, src))
+        maker.start()
+        maker.join()
+        model = small_model()
         start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.perf_counter()
         lazy = xcf.scene.xr.open_zarr(src)
-        out = predict(lazy, model, tile=tile, overlap=overlap)
+        out = predict(lazy, model, tile=tile, overlap=overlap, device="cpu")
         xcf.io.write_zarr(out[["s2_cloudfree"]], Path(tmp) / "out.zarr")
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

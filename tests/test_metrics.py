@@ -299,6 +299,9 @@ def test_per_sample_mean_and_pooled() -> None:
     assert xm.rmse(pred, target) == pytest.approx(per_sample.mean())
     assert xm.rmse(pred, target, reduction="pooled") == pytest.approx(np.sqrt(np.mean((pred - target) ** 2)))
     assert xm.psnr(pred, target) == pytest.approx(np.mean(20 * np.log10(1 / per_sample)))
+    lazy = da.from_array(pred, chunks=(1, 5, 20, 18))  # chunked along samples too
+    assert np.allclose(xm.rmse(lazy, target, reduction="none"), per_sample, rtol=1e-12)
+    assert xm.ssim(lazy, target, reduction="pooled") == pytest.approx(xm.ssim(pred, target, reduction="pooled"))
 
 
 def test_evaluate_dataset_streams_samples_of_any_size() -> None:

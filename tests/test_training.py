@@ -1,5 +1,7 @@
 """Training: every trainer runs, checkpoints load, resume is exact, configs are validated, data are consistent."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -176,3 +178,17 @@ def test_copy_paste_clouds_from_a_donor():
     np.testing.assert_allclose(out["s2"].values[:, thick], donor["s2"].values[:, thick], rtol=0.02)
     with pytest.raises(ValueError, match="donor: expected a cloudy scene"):
         with_synthetic_clouds(clear, np.random.default_rng(0), method="copy_paste")
+
+
+def test_pix2pix_curates_real_data_by_default(sen12mscr_root, tmp_path):
+    cfg = config(
+        "pix2pix", tmp_path, data={"source": "sen12mscr", "root": str(sen12mscr_root), "split": None, "val_samples": 1}
+    )
+    cfg["crop"] = 64
+    with pytest.warns(UserWarning, match="incomplete"):
+        trainer = make_trainer(cfg)
+    report = json.loads((tmp_path / "pix2pix" / "curation.json").read_text())
+    # of the two complete triplets the RGB rule keeps winter_112 (the fall_139 target is too flat, REFERENCE §4)
+    assert report["total"] == 2 and report["kept"] == 1 and len(trainer.dataset) == 1
+    assert trainer.dataset.scenes[0].attrs["roi"] == "ROIs2017_winter_112"
+    assert load_config({"model": {"name": "dsen2cr"}}).data.curate is None  # other methods do not curate

@@ -27,6 +27,7 @@ def run_demo(
     """
     from .inference import predict
     from .metrics import evaluate
+    from .metrics.report import write_json
     from .sensors import reflectance
 
     out = Path(out)
@@ -56,7 +57,7 @@ def run_demo(
     report["prediction_wins_inside_clouds"] = bool(
         gain > 0 and report["prediction"]["inside_clouds"]["mae"] < report["identity"]["inside_clouds"]["mae"]
     )
-    written["metrics"] = _write_json(report, out / "metrics.json")
+    written["metrics"] = write_json(report, out / "metrics.json")
     written["quicklook"] = quicklook(
         {
             "cloudy S2 (RGB)": rgb(scene["s2"]),
@@ -81,17 +82,6 @@ def _scores(evaluate, pred: np.ndarray, target: np.ndarray, cloudy: np.ndarray, 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def _write_json(data: dict, path: Path) -> Path:
-    import json
-
-    from .io.geotiff import atomic_path
-
-    final, tmp = atomic_path(path)
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(final)
-    return final
 
 
 def _mask_rgb(masks: xr.Dataset) -> np.ndarray:

@@ -225,9 +225,10 @@ def _tile_task(
     out_channels: int,
 ) -> tuple:
     runner = _runner(ref)
-    x = window[:, rows][:, :, cols]
-    # NaN (nodata) must not spread through the convolutions: zero on the network's scale, masked again later.
-    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    # One private copy of the window (reflected at the scene border where needed), cleaned in place: NaN (nodata)
+    # must not spread through the convolutions, so it becomes zero on the network's scale and is masked again later.
+    x = np.array(window[:, _as_slice(rows)][:, :, _as_slice(cols)], dtype=np.float32, copy=True)
+    np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     acc, wsum = accumulate_tiles(
         x,
         origin,
@@ -238,7 +239,14 @@ def _tile_task(
         batch_size=batch_size,
         out_channels=out_channels,
     )
-    return acc.astype(np.float32), wsum.astype(np.float32), origin
+    return acc, wsum, origin
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """A contiguous ascending index as a slice (a view, no copy); reflected indices stay an array."""
+    if len(index) and index[-1] - index[0] == len(index) - 1 and np.all(np.diff(index) == 1):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
 
 
 def _blend_task(bounds: tuple[int, int, int, int], out_channels: int, *parts: tuple) -> np.ndarray:
@@ -257,7 +265,8 @@ def _blend_task(bounds: tuple[int, int, int, int], out_channels: int, *parts: tu
 
 def _processing_chunks(size: int, chunks: tuple[int, ...] | None, stride: int) -> tuple[int, ...]:
     """Chunk sizes along an axis: multiples of the stride near the input's chunks (whole tiles per task)."""
-    target = chunks[0] if chunks else 2048
+    # At most ~1024 px: a task holds its window, a copy and the blend canvas of that size, per thread.
+    target = min(chunks[0], 1024) if chunks else 1024
     step = stride * max(1, round(target / stride))
     sizes = [step] * (size // step)
     if size % step:

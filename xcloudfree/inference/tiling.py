@@ -125,11 +125,12 @@ def accumulate_tiles(
 
     Returns
     -------
-    ``(weighted sum (out_channels, h, w), weight sum (h, w))``, float64.
+    ``(weighted sum (out_channels, h, w), weight sum (h, w))``, float32 (a pixel sums at most four tiles).
     """
     _, h, w = window.shape
-    acc = np.zeros((out_channels, h, w), np.float64)
-    wsum = np.zeros((h, w), np.float64)
+    acc = np.zeros((out_channels, h, w), np.float32)
+    wsum = np.zeros((h, w), np.float32)
+    weights = weights.astype(np.float32)
     tiles = list(tiles)
     for start in range(0, len(tiles), batch_size):
         batch = tiles[start : start + batch_size]
@@ -137,6 +138,7 @@ def accumulate_tiles(
         x = np.stack([window[:, oy : oy + tile, ox : ox + tile] for oy, ox in offsets])
         y = forward(np.ascontiguousarray(x, dtype=np.float32))
         for (oy, ox), pred in zip(offsets, y, strict=True):
-            acc[:, oy : oy + tile, ox : ox + tile] += pred * weights
+            pred *= weights  # in place: the batch output is ours
+            acc[:, oy : oy + tile, ox : ox + tile] += pred
             wsum[oy : oy + tile, ox : ox + tile] += weights
     return acc, wsum

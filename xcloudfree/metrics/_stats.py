@@ -3,7 +3,9 @@
 Every metric is a ratio of sums (sum of |e| over a weighted count, sum of SSIM-map values over their count, ...),
 so one kernel computes the sums of a block, blocks are merged by adding, samples are pooled by adding, and
 numpy input is simply the one-block case. Dask input is cut into blocks with a zero-filled 5-pixel halo at the
-array edges (the SSIM window), so a chunked array gives the numbers of the in-memory one.
+array edges (the SSIM window), so a chunked array gives the numbers of the in-memory one. Because of that halo,
+Dask keeps a few rows of chunks in memory at a time: memory grows with chunk height × image width, not with the
+image size (bench/bench_metrics.py).
 """
 
 from __future__ import annotations
@@ -234,16 +236,12 @@ def comparison_stats(
     inputs += [prepare(wt) for wt in flat_weights if wt is not None]
     spatial = inputs[0].chunks[2:]
     offsets = [np.cumsum([0, *(size - 2 * halo for size in axis)]) for axis in spatial]
+    present = [[wt is not None for wt in wts] for wts in weights]  # the tasks need the pattern, not the masks
     # the layout of the packed sums, from a block of one pixel
     probe = [np.zeros((1, a.shape[1], 1 + 2 * halo, 1 + 2 * halo)) for a in inputs]
-    layout = _layout(_group_stats(*_unflatten(probe, weights), halo=halo, crop=(0, 0, 0, 0), **kwargs))
+    layout = _layout(_group_stats(*_unflatten(probe, present), halo=halo, crop=(0, 0, 0, 0), **kwargs))
 
-    def packed(*blocks: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-        j, k = block_info[0]["chunk-location"][2:]
-        stats = _group_stats(*_unflatten(list(blocks), weights), halo=halo, crop=_crop(j, k), **kwargs)
-        return _pack(stats)[:, :, None, None]
-
-    def _crop(j: int, k: int) -> tuple[int, int, int, int]:
+    def crop(j: int, k: int) -> tuple[int, int, int, int]:
         if border != "valid":
             return (0, 0, 0, 0)
         (y0, y1), (x0, x1) = offsets[0][j : j + 2], offsets[1][k : k + 2]
@@ -253,6 +251,11 @@ def comparison_stats(
             int(np.clip(HALO - x0, 0, x1 - x0)),
             int(np.clip(x1 - (width - HALO), 0, x1 - x0)),
         )
+
+    def packed(*blocks: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        j, k = block_info[0]["chunk-location"][2:]
+        stats = _group_stats(*_unflatten(list(blocks), present), halo=halo, crop=crop(j, k), **kwargs)
+        return _pack(stats)[:, :, None, None]
 
     size = sum(int(np.prod(shape, dtype=int)) for _, _, shape in layout)
     sums = da.map_blocks(
@@ -265,11 +268,11 @@ def comparison_stats(
     return dask.delayed(_unpack, pure=True)(layout, *reduced)
 
 
-def _unflatten(blocks: list, weights: list[list]) -> tuple:
-    """(pred, refs, weights per comparison) from the flat block list (pred, refs..., the non-None weights...)."""
+def _unflatten(blocks: list, present: list[list[bool]]) -> tuple:
+    """(pred, refs, weights per comparison) from the flat block list (pred, refs..., the given weights...)."""
     pred, rest = blocks[0], blocks[1:]
-    refs, rest = rest[: len(weights)], iter(rest[len(weights) :])
-    return pred, refs, [[None if wt is None else next(rest)[:, 0] for wt in wts] for wts in weights]
+    refs, rest = rest[: len(present)], iter(rest[len(present) :])
+    return pred, refs, [[next(rest)[:, 0] if given else None for given in row] for row in present]
 
 
 def _layout(stats: list[Stats]) -> list[tuple[int, str, tuple[int, ...]]]:

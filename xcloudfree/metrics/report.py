@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from ..scene import check_same_grid
 from ..sensors import reflectance
 from .evaluation import evaluate
 
-__all__ = ["evaluate_files"]
+__all__ = ["evaluate_files", "write_json"]
 
 
 def evaluate_files(
@@ -59,15 +60,13 @@ def evaluate_files(
         weights = detect(images["cloudy"], method=mask)["mask"]
     scores = evaluate(refl["pred"], refl["target"], cloudy=refl.get("cloudy"), mask=weights, band_names=bands)
     report = {
-        **{k: _plain(v) for k, v in scores.items()},
+        **scores,
         "bands": bands,
         "files": {k: str(v) for k, v in (("pred", pred), ("target", target), ("cloudy", cloudy)) if v is not None},
         "mask_method": mask,
     }
     if json_path is not None:
-        final, tmp = atomic_path(json_path)
-        tmp.write_text(json.dumps(report, indent=1))
-        tmp.replace(final)
+        write_json(report, json_path)
     if plot_path is not None:
         from ..plot import plot_evaluation
 
@@ -75,9 +74,22 @@ def evaluate_files(
     return report
 
 
+def write_json(data: dict, path: str | os.PathLike) -> Path:
+    """Write a report as valid JSON, atomically: non-finite numbers (PSNR of identical images) become
+    the strings ``"inf"``, ``"-inf"``, ``"nan"``."""
+    final, tmp = atomic_path(path)
+    tmp.write_text(json.dumps(_plain(data), indent=1, allow_nan=False))
+    tmp.replace(final)
+    return final
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     return value

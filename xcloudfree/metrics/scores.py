@@ -75,7 +75,8 @@ def sam(
     """Spectral angle mapper: mean over pixels of the angle between the spectra, degrees (radians if asked).
 
     The angle is ``acos(clip(Σ t·p / ‖t‖ / ‖p‖, −1, 1))``; it is 0 where both spectra are zero and 90° where
-    only one is.
+    only one is. Identical spectra give about 1e-6° rather than 0 (acos of a cosine rounded just below 1), as in the
+    reference code.
     """
     return _score("sam", pred, target, mask=mask, reduction=reduction, parts=frozenset({"sam"}), radians=radians)
 

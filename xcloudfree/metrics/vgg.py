@@ -16,8 +16,8 @@ from torch import nn
 __all__ = ["VGG16Features"]
 
 _CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_SIZE = 224
 FEATURES = 4096
 
@@ -54,8 +54,8 @@ class VGG16Features(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"x: expected RGB images (N, 3, H, W), found shape {tuple(x.shape)}")
         x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(_IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(_IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         x = self.features((x - mean) / std)
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 

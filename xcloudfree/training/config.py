@@ -3,7 +3,8 @@
 ::
 
     model: {name: dsen2cr, hparams: {features: 64, blocks: 8}}
-    data: {source: synthetic, size: 160, mask: dsen2cr}        # or sen12mscr (root, split, seasons) or geotiff (files)
+    data: {source: synthetic, size: 160, mask: dsen2cr}        # or sen12mscr (root, split, seasons, curate) or
+                                                                # geotiff (files)
     loss: {name: carl}                                          # default: the method's loss
     optimizer: {name: nadam, lr: 7.0e-5}                        # default: the method's optimiser
     schedule: {name: constant}                                  # constant, linear (decay), step
@@ -52,7 +53,7 @@ METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "loss": {"name": "pix2pix", "lam": 100.0},
         "optimizer": {"name": "adam", "lr": 2e-4, "betas": [0.5, 0.999]},
         "schedule": {"name": "linear", "start": 0.5},
-        "data": {"mask": "dsen2cr"},
+        "data": {"mask": "dsen2cr", "curate": True},
     },
     "acgan": {
         "loss": {"name": "pix2pix", "lam": 100.0},
@@ -91,6 +92,7 @@ class DataSection:
     cloud_cover: list = field(default_factory=lambda: [0.1, 0.8])
     val_samples: int = 4
     cache: bool = True
+    curate: bool | None = None
 
 
 @dataclass

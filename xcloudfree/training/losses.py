@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics.structural import ssim_torch
-from ..metrics.vgg import _IMAGENET_MEAN, _IMAGENET_STD, VGG16Features
+from ..metrics.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG16Features
 
 __all__ = [
     "l1",
@@ -373,8 +373,8 @@ class PerceptualLoss(nn.Module):
                 state[key.removeprefix("features.")] = tensor.float()
         self.features.load_state_dict(state, assign=True)
         self.features.requires_grad_(False).eval()
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.perceptual_weight = float(perceptual_weight)
         self.style_weight = float(style_weight)
         self.channels = None if channels is None else tuple(int(c) for c in channels)

@@ -104,8 +104,8 @@ class Trainer:
             self.schedules[name] = _schedule(cfg, self.optimizers[name])
         self.generator = self.nets["G"]
         self.step = 0
-        self.dataset, self.val = self._data()
         self.output = Path(cfg.output)
+        self.dataset, self.val = self._data()
 
     # --- to be defined by each method -------------------------------------------------------------------------
     def build(self) -> None:
@@ -147,10 +147,23 @@ class Trainer:
             from .data import GeoTiffScenes
 
             scenes = GeoTiffScenes(d.files)
+        if d.curate:
+            scenes = self._curated(scenes)
         common = {"mask": d.mask, "synthetic_clouds": d.synthetic_clouds}
         train = SceneDataset(scenes, spec, crop=cfg.crop, seed=cfg.seed, cache=d.cache, **common)
         whole = SceneDataset(scenes, spec, crop=None, flips=False, cache=False, **common)
         return train, [whole.sample(i) for i in range(min(d.val_samples, len(whole)))]
+
+    def _curated(self, scenes: Any) -> Any:
+        """Keep the samples pix2pix5's curation rules accept; the report goes to ``<output>/curation.json``."""
+        from .curation import curate
+
+        report = curate(scenes)
+        self.output.mkdir(parents=True, exist_ok=True)
+        (self.output / "curation.json").write_text(json.dumps(report.to_dict(), indent=1, default=_json_default))
+        if not report.kept_indices:
+            raise ValueError(f"data.curate: expected samples that pass the curation rules, found none ({report})")
+        return torch.utils.data.Subset(scenes, report.kept_indices)
 
     def batches(self, start: int, end: int) -> Any:
         """The batches of steps ``start … end − 1``, loaded by ``workers`` processes when configured."""
