@@ -139,7 +139,7 @@ def rss(size: int, tile: int = 256, overlap: int = 32) -> dict:
         model = small_model()
         start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.perf_counter()
-        lazy = xcf.scene.xr.open_zarr(src)
+        lazy = xcf.scene.xr.open_zarr(src, chunks={"x": 1024, "y": 1024})
         out = predict(lazy, model, tile=tile, overlap=overlap, device="cpu")
         xcf.io.write_zarr(out[["s2_cloudfree"]], Path(tmp) / "out.zarr")
         seconds = time.perf_counter() - start

@@ -126,46 +126,17 @@ def test_train_command(tmp_path):
 def test_evaluate_files_report_and_plot(sen12mscr_root, tmp_path):
     cloudy = sen12mscr_root / "ROIs1970_fall_s2_cloudy/s2_cloudy_139/ROIs1970_fall_s2_cloudy_139_p839.tif"
     clear = sen12mscr_root / "ROIs1970_fall_s2/s2_139/ROIs1970_fall_s2_139_p839.tif"
-    result = runner.invoke(
-        app,
-        [
-            "evaluate",
-            "--pred",
-            str(cloudy),
-            "--target",
-            str(clear),
-            "--cloudy",
-            str(cloudy),
-            "--mask",
-            "dsen2cr",
-            "--json",
-            str(tmp_path / "r.json"),
-            "--plot",
-            str(tmp_path / "f.png"),
-        ],
-    )
+    base = ["evaluate", "--pred", str(cloudy), "--target", str(clear), "--mask", "dsen2cr"]
+    extra = ["--cloudy", str(cloudy), "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "f.png")]
+    result = runner.invoke(app, base + extra)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     reference = json.loads((sen12mscr_root.parent / "reference/metrics_uncrtaints_cloudy_vs_clear.json").read_text())
     ref = next(v for k, v in reference.items() if k.endswith("s2_cloudy_139_p839.tif"))
-    assert report["psnr"] == pytest.approx(ref["PSNR"], rel=1e-6) and report["ssim"] == pytest.approx(
-        ref["SSIM"], rel=1e-6
-    )
+    assert report["psnr"] == pytest.approx(ref["PSNR"], rel=1e-6)
+    assert report["ssim"] == pytest.approx(ref["SSIM"], rel=1e-6)
     assert report["mask_method"] == "dsen2cr" and len(report["bands"]) == 13
     assert report["psnr_reproduction"] == "inf"  # outside the mask the "prediction" is the cloudy input
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
-    result = runner.invoke(
-        app,
-        [
-            "evaluate",
-            "--pred",
-            str(cloudy),
-            "--target",
-            str(clear),
-            "--mask",
-            "dsen2cr",
-            "--json",
-            str(tmp_path / "x.json"),
-        ],
-    )
+    result = runner.invoke(app, [*base, "--json", str(tmp_path / "x.json")])
     assert result.exit_code == 2 and "mask: the method 'dsen2cr' runs on the cloudy input" in result.output

@@ -223,11 +223,14 @@ def _tile_task(
     weights: np.ndarray,
     batch_size: int,
     out_channels: int,
+    after: None = None,
 ) -> tuple:
     runner = _runner(ref)
+    window = np.block(window) if isinstance(window, list) else window
     # One private copy of the window (reflected at the scene border where needed), cleaned in place: NaN (nodata)
     # must not spread through the convolutions, so it becomes zero on the network's scale and is masked again later.
     x = np.array(window[:, _as_slice(rows)][:, :, _as_slice(cols)], dtype=np.float32, copy=True)
+    invalid = ~np.isfinite(x).all(axis=0)
     np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     acc, wsum = accumulate_tiles(
         x,
@@ -239,7 +242,13 @@ def _tile_task(
         batch_size=batch_size,
         out_channels=out_channels,
     )
-    return acc, wsum, origin
+    # The blend marks nodata pixels NaN again: here, so that the input is read by the tile tasks alone.
+    return acc, wsum, invalid, origin
+
+
+def _barrier(*_: Any) -> None:
+    """Depends on its arguments and returns nothing: orders tasks without handing data on."""
+    return None
 
 
 def _as_slice(index: np.ndarray) -> slice | np.ndarray:
@@ -250,23 +259,33 @@ def _as_slice(index: np.ndarray) -> slice | np.ndarray:
 
 
 def _blend_task(bounds: tuple[int, int, int, int], out_channels: int, *parts: tuple) -> np.ndarray:
+    """Output chunk = Σ weighted tile outputs / Σ weights over the tile tasks that reach it; nodata stays NaN."""
     y0, y1, x0, x1 = bounds
     acc = np.zeros((out_channels, y1 - y0, x1 - x0), np.float64)
     wsum = np.zeros((y1 - y0, x1 - x0), np.float64)
-    for part_acc, part_w, (oy, ox) in parts:
+    invalid = np.zeros((y1 - y0, x1 - x0), bool)
+    for part_acc, part_w, part_invalid, (oy, ox) in parts:
         ya, yb = max(y0, oy), min(y1, oy + part_w.shape[0])
         xa, xb = max(x0, ox), min(x1, ox + part_w.shape[1])
         if ya >= yb or xa >= xb:
             continue
-        acc[:, ya - y0 : yb - y0, xa - x0 : xb - x0] += part_acc[:, ya - oy : yb - oy, xa - ox : xb - ox]
-        wsum[ya - y0 : yb - y0, xa - x0 : xb - x0] += part_w[ya - oy : yb - oy, xa - ox : xb - ox]
-    return (acc / wsum).astype(np.float32)
+        inside = (slice(ya - oy, yb - oy), slice(xa - ox, xb - ox))
+        here = (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+        acc[(slice(None), *here)] += part_acc[(slice(None), *inside)]
+        wsum[here] += part_w[inside]
+        invalid[here] |= part_invalid[inside]
+    out = (acc / wsum).astype(np.float32)
+    out[:, invalid] = np.nan
+    return out
 
 
-def _processing_chunks(size: int, chunks: tuple[int, ...] | None, stride: int) -> tuple[int, ...]:
-    """Chunk sizes along an axis: multiples of the stride near the input's chunks (whole tiles per task)."""
-    # At most ~1024 px: a task holds its window, a copy and the blend canvas of that size, per thread.
-    target = min(chunks[0], 1024) if chunks else 1024
+def _processing_chunks(size: int, chunks: tuple[int, ...] | None, stride: int, target: int) -> tuple[int, ...]:
+    """Chunk sizes along an axis: whole strides, near ``target`` px and at most the input's chunks.
+
+    Blending holds about two rows of tile tasks' accumulators, so memory grows with scene width × chunk height:
+    small chunks on CPU, large ones on a GPU (whose batches want many tiles per task).
+    """
+    target = min(chunks[0], target) if chunks else target
     step = stride * max(1, round(target / stride))
     sizes = [step] * (size // step)
     if size % step:
@@ -279,25 +298,35 @@ def _tiled(xin: xr.DataArray, ref: ModelRef, grid: TileGrid, *, blend: str, batc
     import dask
     import dask.array as da
 
-    data = xin.data if xin.chunks is not None else da.from_array(xin.values, chunks=-1)
+    data = xin.data.rechunk({0: -1}) if xin.chunks is not None else da.from_array(xin.values, chunks=-1)
     H, W = grid.height, grid.width
-    chunk_y = _processing_chunks(H, data.chunks[1] if xin.chunks is not None else None, grid.stride)
-    chunk_x = _processing_chunks(W, data.chunks[2] if xin.chunks is not None else None, grid.stride)
+    target = 2048 if ref.device.startswith("cuda") else 512
+    chunk_y = _processing_chunks(H, data.chunks[1] if xin.chunks is not None else None, grid.stride, target)
+    chunk_x = _processing_chunks(W, data.chunks[2] if xin.chunks is not None else None, grid.stride, target)
     edges_y, edges_x = np.cumsum((0, *chunk_y)), np.cumsum((0, *chunk_x))
     weights = grid.window(blend)
     starts_y, starts_x = grid.starts(0), grid.starts(1)
     kept_y, kept_x = starts_y + grid.margin, starts_x + grid.margin
 
     parts: dict[tuple[int, int], tuple[Any, tuple[int, int, int, int]]] = {}
-    for i in range(len(chunk_y)):
+    blends: dict[int, list[Any]] = {}
+
+    def tile_row(i: int) -> None:
         ty = starts_y[(kept_y >= edges_y[i]) & (kept_y < edges_y[i + 1])]
+        # Row i starts once an earlier row is blended: without this the scheduler may run tiles far ahead of the
+        # blends and hold their accumulators, so memory would grow with the scene instead of with its width.
+        done = [r for r in blends if r <= i - 2]
+        after = dask.delayed(_barrier, pure=True)(*blends[max(done)]) if done else None
         for j in range(len(chunk_x)):
             tx = starts_x[(kept_x >= edges_x[j]) & (kept_x < edges_x[j + 1])]
             if len(ty) == 0 or len(tx) == 0:
                 continue
             ys, ye, xs, xe = ty.min(), ty.max() + grid.tile, tx.min(), tx.max() + grid.tile
             rows, cols = reflect_index(np.arange(ys, ye), H), reflect_index(np.arange(xs, xe), W)
+            # The window travels as its chunk pieces with their own keys: an optimised (fused) copy per window
+            # would read and normalise the same input chunks once per window, and hold each copy.
             window = data[:, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+            window = window.to_delayed(optimize_graph=False).tolist()
             tiles = [(int(a), int(b)) for a in ty for b in tx]
             task = dask.delayed(_tile_task, pure=True)(
                 window,
@@ -309,27 +338,43 @@ def _tiled(xin: xr.DataArray, ref: ModelRef, grid: TileGrid, *, blend: str, batc
                 weights,
                 batch_size,
                 out_channels,
+                after,
             )
             parts[i, j] = (task, (int(ys), int(ye), int(xs), int(xe)))
 
-    blocks = []
-    for i in range(len(chunk_y)):
+    def blend_row(i: int) -> None:
+        y0, y1 = int(edges_y[i]), int(edges_y[i + 1])
         row = []
         for j in range(len(chunk_x)):
-            y0, y1, x0, x1 = int(edges_y[i]), int(edges_y[i + 1]), int(edges_x[j]), int(edges_x[j + 1])
-            reaching = [
-                task for task, (ys, ye, xs, xe) in parts.values() if ys < y1 and ye > y0 and xs < x1 and xe > x0
-            ]
-            block = dask.delayed(_blend_task, pure=True)((y0, y1, x0, x1), out_channels, *reaching)
-            row.append(
-                da.from_delayed(
-                    block,
-                    shape=(out_channels, y1 - y0, x1 - x0),
-                    dtype=np.float32,
-                    meta=np.empty((0, 0, 0), np.float32),
-                )
+            x0, x1 = int(edges_x[j]), int(edges_x[j + 1])
+            reaching = [t for t, (ys, ye, xs, xe) in parts.values() if ys < y1 and ye > y0 and xs < x1 and xe > x0]
+            row.append(dask.delayed(_blend_task, pure=True)((y0, y1, x0, x1), out_channels, *reaching))
+        blends[i] = row
+
+    # Blend row r can be built once every tile row reaching it exists: the tile rows whose first tile starts
+    # at or above the row's end (a prefix of the rows, since tile starts grow with the row).
+    n = len(chunk_y)
+    first_start = [
+        int(starts_y[(kept_y >= edges_y[k]) & (kept_y < edges_y[k + 1])].min(initial=edges_y[k + 1])) for k in range(n)
+    ]
+    last_needed = [max(k for k in range(n) if first_start[k] < edges_y[r + 1]) for r in range(n)]
+    for i in range(n):
+        tile_row(i)
+        for r in range(n):
+            if r not in blends and last_needed[r] <= i:
+                blend_row(r)
+    blocks = [
+        [
+            da.from_delayed(
+                blends[i][j],
+                shape=(out_channels, int(chunk_y[i]), int(chunk_x[j])),
+                dtype=np.float32,
+                meta=np.empty((0, 0, 0), np.float32),
             )
-        blocks.append(row)
+            for j in range(len(chunk_x))
+        ]
+        for i in range(n)
+    ]
     return da.block(blocks)
 
 
@@ -407,8 +452,6 @@ def predict(
         out, dims=("band", "y", "x"), coords={"band": list(spec.output_bands), "y": scene["y"], "x": scene["x"]}
     )
     pred = denormalize_output(pred, spec)
-    invalid = xin.isnull().any("channel")
-    pred = pred.where(~invalid)
     if keep_clear:
         if mask_da is None:
             raise ValueError("keep_clear: expected a mask (a method name or a DataArray), found mask=None")

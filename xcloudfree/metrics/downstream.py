@@ -47,7 +47,7 @@ def lulc_agreement(
         from sklearn.metrics import accuracy_score, f1_score
         from sklearn.model_selection import train_test_split
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("lulc_agreement needs scikit-learn: pip install \"xcloudfree[eval]\"") from err
+        raise ImportError('lulc_agreement needs scikit-learn: pip install "xcloudfree[eval]"') from err
 
     p, _ = as_images(pred, "pred")
     t, _ = as_images(target, "target")
