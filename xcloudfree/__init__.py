@@ -29,7 +29,7 @@ __all__ = [
     "validate_scene",
 ]
 
-_LAZY = {"datasets", "inference", "masking", "metrics", "models", "plot", "training", "timeseries"}
+_LAZY = {"datasets", "inference", "masking", "metrics", "models", "plot", "training"}
 
 
 def __getattr__(name: str) -> Any:

@@ -26,6 +26,7 @@ import numpy as np
 import xarray as xr
 
 from ..parallel import active_client, worker_threads
+from ..sensors import S2_BAND_NAMES, harmonize_s2
 from .inputs import denormalize_output, model_input
 from .tiling import TileGrid, accumulate_tiles, reflect_index
 
@@ -421,7 +422,7 @@ def predict(
     if not isinstance(scene, xr.Dataset):
         raise ValueError(f"scene: expected an xarray.Dataset scene, found {type(scene).__name__}")
     ref, spec = resolve_model(model, device=device, precision=precision)
-    if spec.role != "generator" or not set(spec.output_bands) <= set(_s2_names()):
+    if spec.role != "generator" or not set(spec.output_bands) <= set(S2_BAND_NAMES):
         raise ValueError(
             f"model: expected a generator of Sentinel-2 bands, found role {spec.role!r} with outputs "
             f"{list(spec.output_bands)}"
@@ -455,8 +456,6 @@ def predict(
     if keep_clear:
         if mask_da is None:
             raise ValueError("keep_clear: expected a mask (a method name or a DataArray), found mask=None")
-        from ..sensors import harmonize_s2
-
         observed = harmonize_s2(scene["s2"]).sel(band=list(spec.output_bands)).astype("float32")
         pred = mask_da * pred + (1 - mask_da) * observed
         pred = pred.transpose("band", "y", "x")
@@ -477,12 +476,6 @@ def predict(
     if mask_da is not None:
         result["mask"] = mask_da
     return result
-
-
-def _s2_names() -> tuple[str, ...]:
-    from ..sensors import S2_BAND_NAMES
-
-    return S2_BAND_NAMES
 
 
 def _model_name(ref: ModelRef, model: Any) -> str:
