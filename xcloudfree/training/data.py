@@ -62,7 +62,12 @@ def make_sample(
         mask_da = scene.get("mask")
     cmap = None
     if spec.cloud_map:
-        cmap = scene["cloud_map"] if "cloud_map" in scene else detect(scene, method=cloud_map)["mask"]
+        if "cloud_map" in scene:
+            cmap = scene["cloud_map"]
+        elif mask == cloud_map and mask_da is not None:
+            cmap = mask_da  # the same detector: run it once
+        else:
+            cmap = detect(scene, method=cloud_map)["mask"]
     x = model_input(scene, spec, cloud_map=cmap).values
     bands = list(spec.output_bands)
     target = normalize_s2(scene["s2_clear"].sel(band=bands).astype("float32"), spec.normalization).values

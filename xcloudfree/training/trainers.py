@@ -149,10 +149,11 @@ class Trainer:
             scenes = GeoTiffScenes(d.files)
         if d.curate:
             scenes = self._curated(scenes)
-        common = {"mask": d.mask, "synthetic_clouds": d.synthetic_clouds}
-        train = SceneDataset(scenes, spec, crop=cfg.crop, seed=cfg.seed, cache=d.cache, **common)
-        whole = SceneDataset(scenes, spec, crop=None, flips=False, cache=False, **common)
-        return train, [whole.sample(i) for i in range(min(d.val_samples, len(whole)))]
+        train = SceneDataset(
+            scenes, spec, crop=cfg.crop, seed=cfg.seed, cache=d.cache, mask=d.mask, synthetic_clouds=d.synthetic_clouds
+        )
+        # Validation scores whole scenes: the samples before augmentation, which training reads (and caches) anyway.
+        return train, [train._sample(i) for i in range(min(d.val_samples, len(train)))]
 
     def _curated(self, scenes: Any) -> Any:
         """Keep the samples pix2pix5's curation rules accept; the report goes to ``<output>/curation.json``."""
