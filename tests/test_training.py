@@ -55,17 +55,21 @@ def test_each_trainer_runs_two_steps(name, tmp_path):
         torch.testing.assert_close(model(x), trainer.generator.eval()(x))
 
 
-def test_resume_is_exact(tmp_path):
-    straight = make_trainer(config("dsen2cr", tmp_path / "a", steps=4, checkpoint_every=2))
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_resume_is_exact(name, tmp_path):
+    # An image pool of 1 and (pix2pix) dropout draw from torch's generator: resume must continue its stream exactly.
+    extra = {"steps": 2, "checkpoint_every": 1, "pool_size": 1}
+    if name == "pix2pix":
+        extra.update(model={"name": name, "hparams": {"num_downs": 6, "ngf": 4}}, crop=64)
+    straight = make_trainer(config(name, tmp_path / "a", **extra))
     straight.fit()
-    first = make_trainer(config("dsen2cr", tmp_path / "b", steps=4, checkpoint_every=2))
-    first.fit(steps=2)
-    train(config("dsen2cr", tmp_path / "b", steps=4, checkpoint_every=2), resume=True)
-    resumed = xcf.models.load(tmp_path / "b" / "dsen2cr" / "model.safetensors")
+    make_trainer(config(name, tmp_path / "b", **extra)).fit(steps=1)
+    train(config(name, tmp_path / "b", **extra), resume=True)
+    resumed = xcf.models.load(tmp_path / "b" / name / "model.safetensors")
     for key, value in straight.generator.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6)
-    rows = (tmp_path / "b" / "dsen2cr" / "train_log.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+        assert torch.equal(resumed.state_dict()[key], value), key  # bit for bit
+    rows = (tmp_path / "b" / name / "train_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
 
 
 def test_adversarial_resume_keeps_optimizer_state(tmp_path):
@@ -192,3 +196,31 @@ def test_pix2pix_curates_real_data_by_default(sen12mscr_root, tmp_path):
     assert report["total"] == 2 and report["kept"] == 1 and len(trainer.dataset) == 1
     assert trainer.dataset.scenes[0].attrs["roi"] == "ROIs2017_winter_112"
     assert load_config({"model": {"name": "dsen2cr"}}).data.curate is None  # other methods do not curate
+
+
+def test_carf_learning_rate_halves_after_exactly_five_epochs(tmp_path, monkeypatch):
+    # StepLR(5 epochs, 0.5) (REFERENCE §4): 37 samples in batches of 4 make 9 steps an epoch, so the rate halves
+    # at steps 45 and 90, whatever the number of steps of the run.
+    monkeypatch.setattr(SyntheticDataset, "__len__", lambda self: 37)
+    trainer = make_trainer(config("carf", tmp_path, batch_size=4))
+    assert (trainer.cfg.schedule.step_size, trainer.cfg.schedule.unit, trainer.steps_per_epoch) == (5, "epochs", 9)
+    optimizer, schedule = trainer.optimizers["G"], trainer.schedules["G"]
+    rates = []
+    for _ in range(91):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # no gradients: only keeps the scheduler's call order
+        schedule.step()
+    assert rates[0] == rates[44] == pytest.approx(1e-4)
+    assert rates[45] == rates[89] == pytest.approx(5e-5)
+    assert rates[90] == pytest.approx(2.5e-5)
+
+
+def test_schedule_unit_steps_or_epochs_in_the_config():
+    carf = {"model": {"name": "carf"}}
+    assert load_config(carf).schedule.unit == "epochs"
+    # A step size of one's own counts steps unless the unit is said too.
+    assert load_config({**carf, "schedule": {"step_size": 3000}}).schedule.unit == "steps"
+    assert load_config({**carf, "schedule": {"step_size": 2, "unit": "epochs"}}).schedule.unit == "epochs"
+    assert load_config({"model": {"name": "dsen2cr"}}).schedule.unit == "steps"
+    with pytest.raises(ValueError, match=r"config.schedule.unit: expected 'steps' or 'epochs', found 'days'"):
+        load_config({**carf, "schedule": {"unit": "days"}})

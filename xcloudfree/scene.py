@@ -7,6 +7,8 @@ The CRS lives in the ``spatial_ref`` coordinate (rioxarray conventions).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,15 @@ import xarray as xr
 
 from .sensors import S1_POLARIZATIONS, S2_BAND_NAMES, S2_L2A_BAND_NAMES
 
-__all__ = ["make_scene", "validate_scene", "name_s2_bands", "name_s1_polarizations", "check_same_grid"]
+__all__ = [
+    "make_scene",
+    "validate_scene",
+    "name_s2_bands",
+    "name_s1_polarizations",
+    "check_same_grid",
+    "value_sample",
+    "check_values_of",
+]
 
 _SPATIAL = ("y", "x")
 #: Leading dimension and band coordinate of each layered variable.
@@ -28,44 +38,86 @@ def _is_lazy(da: xr.DataArray) -> bool:
 
 
 def name_s2_bands(
-    da: xr.DataArray, *, bands: list[str] | tuple[str, ...] | None = None, product: str | None = None, name: str = "s2"
+    da: xr.DataArray,
+    *,
+    bands: Sequence[str] | Mapping[str, str] | None = None,
+    product: str | None = None,
+    name: str = "s2",
 ) -> xr.DataArray:
-    """Give an S2 array the canonical band names.
+    """Give an S2 array the canonical band names, never overwriting names the data already carry.
+
+    The names the data carry (a string ``band`` coordinate, else the GeoTIFF band descriptions) are kept when they
+    are Sentinel-2 names, in whatever order; other names (``B1`` … ``B13``, ``coastal``) are refused unless
+    ``bands`` maps them. Unnamed data take ``bands``, or the canonical order by band count.
 
     Parameters
     ----------
     da : DataArray (band, y, x)
         As read from a GeoTIFF (band coordinate 1..N) or already named.
-    bands : sequence of str, optional
-        Band names in file order; wins over everything else.
+    bands : sequence of str or mapping, optional
+        Band names in file order, for unnamed data (named data must agree with them), or a mapping from the names
+        the data carry to Sentinel-2 names, e.g. ``{"B1": "B01", "B2": "B02", ...}``.
     product : {"L1C", "L2A"}, optional
         13 bands are L1C; 12 bands are L2A (no B10) only when ``product="L2A"`` says so.
+    name : the variable's name in error messages.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(band, y, x)`` with a ``band`` coordinate of Sentinel-2 names; attrs ``product`` and ``units`` set.
     """
     n = da.sizes[da.dims[0]]
-    if bands is None:
-        described = _band_descriptions(da)
-        if described is not None and set(described) <= set(S2_BAND_NAMES):
-            bands = described
-        elif product is not None and product.upper() not in ("L1C", "L2A"):
-            raise ValueError(f"product: expected 'L1C' or 'L2A', found {product!r}")
-        elif n == 13 and (product or "L1C").upper() == "L1C":
-            bands = S2_BAND_NAMES
-        elif n == 12 and (product or "").upper() == "L2A":
-            bands = S2_L2A_BAND_NAMES
-        elif _coord_names(da) is not None and set(_coord_names(da)) <= set(S2_BAND_NAMES):
-            bands = _coord_names(da)
-        else:
-            hint = " (12 bands: pass product='L2A' for an L2A stack without B10)" if n == 12 else ""
+    if product is not None and (not isinstance(product, str) or product.upper() not in ("L1C", "L2A")):
+        raise ValueError(f"product: expected 'L1C' or 'L2A', found {product!r}")
+    found, source = _carried_names(da)
+    if isinstance(bands, Mapping):
+        if found is None:
             raise ValueError(
-                f"{name}: expected 13 Sentinel-2 bands (L1C: {', '.join(S2_BAND_NAMES)}) or 12 with product='L2A', "
-                f"found {n} band(s){hint}; pass bands=[...] to name them"
+                f"bands: a mapping renames the band names {name} carries, found none (no string band coordinate "
+                "or band descriptions); pass a list of names in file order"
             )
-    bands = [str(b) for b in bands]
+        unmapped = [f for f in found if f not in bands and f not in S2_BAND_NAMES]
+        if unmapped:
+            raise ValueError(
+                f"bands: expected a Sentinel-2 name for each of the {source} {found}, found none for {unmapped}"
+            )
+        bands = [str(bands.get(f, f)) for f in found]
+    elif bands is not None:
+        if isinstance(bands, str):
+            raise ValueError(f"bands: expected a list of band names or a mapping, found the string {bands!r}")
+        bands = [str(b) for b in bands]
+        if found is not None and bands != found:
+            raise ValueError(
+                f"bands: expected the names {name} carries in its {source} {found}, found {bands}; "
+                "pass a mapping {carried: Sentinel-2 name} to rename them"
+            )
+    elif found is not None:
+        unknown = [b for b in found if b not in S2_BAND_NAMES]
+        if unknown:
+            hint = {b: a for b in found if (a := _s2_alias(b)) is not None and a != b}
+            example = f", e.g. bands={hint}" if hint else ""
+            raise ValueError(
+                f"{name}: expected Sentinel-2 band names {list(S2_BAND_NAMES)}, found {source} {found}; pass bands= "
+                f"as a mapping from these names to Sentinel-2 names{example}"
+            )
+        bands = found
+    elif n == 13 and (product or "L1C").upper() == "L1C":
+        bands = list(S2_BAND_NAMES)
+    elif n == 12 and (product or "").upper() == "L2A":
+        bands = list(S2_L2A_BAND_NAMES)
+    else:
+        hint = " (12 bands: pass product='L2A' for an L2A stack without B10)" if n == 12 else ""
+        raise ValueError(
+            f"{name}: expected 13 Sentinel-2 bands (L1C: {', '.join(S2_BAND_NAMES)}) or 12 with product='L2A', "
+            f"found {n} band(s){hint}; pass bands=[...] to name them"
+        )
     if len(bands) != n:
         raise ValueError(f"bands: expected {n} names (one per band of {name}), found {len(bands)}: {bands}")
     unknown = [b for b in bands if b not in S2_BAND_NAMES]
     if unknown:
         raise ValueError(f"bands: expected Sentinel-2 names from {list(S2_BAND_NAMES)}, found {unknown}")
+    if len(set(bands)) != n:
+        raise ValueError(f"bands: expected unique names, found duplicates in {bands}")
     da = da.rename({da.dims[0]: "band"}) if da.dims[0] != "band" else da
     da = da.assign_coords(band=bands)
     da.attrs.setdefault("product", (product or ("L2A" if "B10" not in bands else "L1C")).upper())
@@ -74,26 +126,44 @@ def name_s2_bands(
 
 
 def name_s1_polarizations(
-    da: xr.DataArray, *, polarizations: list[str] | tuple[str, ...] | None = None, name: str = "s1"
+    da: xr.DataArray, *, polarizations: Sequence[str] | None = None, name: str = "s1"
 ) -> xr.DataArray:
-    """Give an S1 array the polarisation names (2 layers → VV, VH)."""
+    """Give an S1 array its polarisation names: those it carries, else ``polarizations``, else VV, VH for 2 layers.
+
+    Names carried by the data (a string coordinate or band descriptions such as ``"VV"`` or ``"Sigma0_VH_db"``)
+    are never renamed: HH/HV data are refused (the models read VV and VH), and ``polarizations`` must agree.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(polarization, y, x)`` with a ``polarization`` coordinate; attr ``units`` set to dB when absent.
+    """
     n = da.sizes[da.dims[0]]
-    if polarizations is None:
-        described = _band_descriptions(da) or _coord_names(da)
-        if described is not None and set(described) <= set(S1_POLARIZATIONS):
-            polarizations = described
-        elif n == 2:
-            polarizations = S1_POLARIZATIONS
-        else:
+    carried, source = _carried_names(da)
+    found = None if carried is None else [_polarization(c) or c for c in carried]
+    if polarizations is not None:
+        if isinstance(polarizations, str):
+            raise ValueError(f"polarizations: expected a list of names, found the string {polarizations!r}")
+        polarizations = [str(p).upper() for p in polarizations]
+        if found is not None and polarizations != found:
             raise ValueError(
-                f"{name}: expected 2 layers (VV, VH backscatter in dB), found {n}; "
-                "pass polarizations=[...] to name them"
+                f"polarizations: expected the polarisations {name} carries in its {source} {carried}, "
+                f"found {polarizations}"
             )
-    polarizations = [str(p).upper() for p in polarizations]
-    unknown = [p for p in polarizations if p not in S1_POLARIZATIONS]
-    if len(polarizations) != n or unknown:
+    elif found is not None:
+        polarizations = found
+    elif n == 2:
+        polarizations = list(S1_POLARIZATIONS)
+    else:
         raise ValueError(
-            f"polarizations: expected {n} names from {list(S1_POLARIZATIONS)}, found {list(polarizations)}"
+            f"{name}: expected 2 layers (VV, VH backscatter in dB), found {n}; pass polarizations=[...] to name them"
+        )
+    unknown = [p for p in polarizations if p not in S1_POLARIZATIONS]
+    if len(polarizations) != n or unknown or len(set(polarizations)) != n:
+        what = f"{source} {carried}" if found is not None else list(polarizations)
+        raise ValueError(
+            f"{name}: expected {n} distinct polarisations from {list(S1_POLARIZATIONS)} (dual-pol VV+VH, what the "
+            f"models read), found {what}; other polarisations are never renamed"
         )
     da = da.rename({da.dims[0]: "polarization"}) if da.dims[0] != "polarization" else da
     da = da.assign_coords(polarization=polarizations)
@@ -101,10 +171,40 @@ def name_s1_polarizations(
     return da
 
 
+def _carried_names(da: xr.DataArray) -> tuple[list[str] | None, str]:
+    """The layer names the data carry and where they come from: a string coordinate wins over descriptions."""
+    coord = _coord_names(da)
+    if coord is not None:
+        return coord, "band coordinate"
+    described = _band_descriptions(da)
+    if described is not None:
+        return described, "band descriptions"
+    return None, ""
+
+
+def _s2_alias(text: str) -> str | None:
+    """``B1`` → ``B01``, ``b8a`` → ``B8A``: the unambiguous spellings of a Sentinel-2 band; else None."""
+    match = re.fullmatch(r"B0?(\d{1,2})(A?)", text.strip().upper())
+    if match is None:
+        return None
+    alias = f"B{int(match[1]):02d}" if not match[2] else f"B{int(match[1])}A"
+    return alias if alias in S2_BAND_NAMES else None
+
+
+def _polarization(text: str) -> str | None:
+    """The one polarisation named in a description (``"VV"``, ``"Sigma0_VH_db"``), else None."""
+    found = set(re.findall(r"(?<![A-Z])(VV|VH|HH|HV)(?![A-Z])", text.upper()))
+    return found.pop() if len(found) == 1 else None
+
+
 def _band_descriptions(da: xr.DataArray) -> list[str] | None:
     names = da.attrs.get("long_name")
     if isinstance(names, list | tuple) and len(names) == da.sizes[da.dims[0]]:
+        if all(n is None or str(n) == "" for n in names):
+            return None
         return [str(n) for n in names]
+    if isinstance(names, str) and names and da.sizes[da.dims[0]] == 1:
+        return [names]
     return None
 
 
@@ -236,8 +336,10 @@ def validate_scene(ds: xr.Dataset, *, check_values: bool | None = None, max_nan_
     """Check a scene and return it unchanged; raise a ``ValueError`` naming what is wrong.
 
     Structure (always): dims, band and polarisation names, s2 and s2_clear with the same bands.
-    Values (numpy-backed data; on Dask only with ``check_values=True``, because it computes):
-    S2 in DN, not reflectance; S1 in dB, not linear; NaN share at most ``max_nan_fraction``.
+    Values: S2 in DN (not 0–1 reflectance, not 8-bit), S1 in dB (not linear), NaN share at most
+    ``max_nan_fraction``. In-memory data are checked whole. Lazy (Dask) data are checked on a sample of
+    :data:`SAMPLE_WINDOWS` small windows spread over the scene (see :func:`value_sample`), which reads a few blocks
+    instead of the scene; ``check_values=True`` checks every value (computes the whole array), ``False`` none.
     """
     if not isinstance(ds, xr.Dataset):
         raise ValueError(f"ds: expected an xarray.Dataset scene, found {type(ds).__name__}")
@@ -257,34 +359,158 @@ def validate_scene(ds: xr.Dataset, *, check_values: bool | None = None, max_nan_
                 raise ValueError(f"{name}: expected {dim} names from {list(_KNOWN[name])}, found {names or 'no names'}")
             if len(set(names)) != len(names):
                 raise ValueError(f"{name}: expected unique {dim} names, found duplicates in {names}")
+    if check_values is False:
+        return ds
     for name in present:
         da = ds[name]
-        if check_values is False or (check_values is None and _is_lazy(da)):
-            continue
-        _check_values(name, da, max_nan_fraction)
+        sampled = _is_lazy(da) and check_values is None
+        values = value_sample(da, name=name) if sampled else _read(da, name)
+        check_values_of(name, values, kind=name, max_nan_fraction=max_nan_fraction, sampled=sampled)
     return ds
 
 
-def _check_values(name: str, da: xr.DataArray, max_nan_fraction: float) -> None:
-    if da.dtype.kind not in "uif":
-        raise ValueError(f"{name}: expected a numeric dtype, found {da.dtype}")
-    values = np.asarray(da.values)
+#: Windows (per axis) and their side (px) of the value sample of lazy data: 4 × 4 windows of 32 px.
+SAMPLE_WINDOWS, SAMPLE_SIDE = 4, 32
+
+
+def value_sample(da: xr.DataArray, *, name: str | None = None) -> np.ndarray:
+    """A cheap sample of a variable's values, every band (and time) kept; read errors name ``name`` and the file.
+
+    - A lazy array that is a whole GeoTIFF as read (``encoding["source"]``, same size): ``SAMPLE_WINDOWS²``
+      windows of ``SAMPLE_SIDE`` px at the origins of blocks spread evenly over the file (first and last block
+      rows and columns included), read with rasterio: one block each, nodata → NaN; or, for a COG, its overview
+      nearest 256 px, whole. Dask would read whole chunks instead (``bench/bench_value_sample.py``).
+    - Any other lazy array: ``SAMPLE_WINDOWS`` windows in each of its first and last chunks (two chunks computed).
+    - In-memory data (or a lazily indexed file without Dask): the spread windows.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., n)``: the leading dims kept, the windows' pixels flattened last.
+    """
+    try:
+        if _is_lazy(da):
+            from_file = _file_sample(da)
+            if from_file is not None:
+                return from_file
+            import dask
+
+            pieces = [da.isel(y=y, x=x).data for y, x in _chunk_windows(da)]
+            # In this process: two chunks gain nothing from threads or a cluster round trip.
+            computed = dask.compute(*pieces, scheduler="sync")
+        else:
+            computed = [np.asarray(da.isel(y=y, x=x).data) for y, x in _spread_windows(da.sizes["y"], da.sizes["x"])]
+    except ValueError:
+        raise
+    except Exception as err:
+        raise _read_error(da, name, err) from err
+    return np.concatenate([np.asarray(p).reshape(*p.shape[:-2], -1) for p in computed], axis=-1)
+
+
+def _spread_windows(h: int, w: int) -> list[tuple[slice, slice]]:
+    side_y, side_x = min(SAMPLE_SIDE, h), min(SAMPLE_SIDE, w)
+    ys = np.unique(np.linspace(0, h - side_y, SAMPLE_WINDOWS).astype(int))
+    xs = np.unique(np.linspace(0, w - side_x, SAMPLE_WINDOWS).astype(int))
+    return [(slice(int(y), int(y) + side_y), slice(int(x), int(x) + side_x)) for y in ys for x in xs]
+
+
+def _chunk_windows(da: xr.DataArray) -> list[tuple[slice, slice]]:
+    """Windows spread over the first and the last chunk of (y, x)."""
+    cy, cx = da.chunksizes["y"], da.chunksizes["x"]
+    out = []
+    for (y0, hy), (x0, wx) in (((0, cy[0]), (0, cx[0])), ((sum(cy[:-1]), cy[-1]), (sum(cx[:-1]), cx[-1]))):
+        out += [
+            (slice(y0 + a.start, y0 + a.stop), slice(x0 + b.start, x0 + b.stop)) for a, b in _spread_windows(hy, wx)
+        ]
+    return out
+
+
+def _file_sample(da: xr.DataArray) -> np.ndarray | None:
+    """The spread windows read straight from ``da``'s GeoTIFF, or None when ``da`` is not that whole file."""
+    source = da.encoding.get("source")
+    if not source or da.ndim != 3:
+        return None
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(source) as src:
+        if (src.count, src.height, src.width) != (da.shape[0], da.sizes["y"], da.sizes["x"]):
+            return None
+        levels = src.overviews(1)
+        if levels:
+            # A COG's overview covers the whole scene in a few small blocks: read the one nearest 256 px.
+            factor = min(levels, key=lambda f: abs(max(src.height, src.width) / f - 256))
+            shape = (src.count, max(1, src.height // factor), max(1, src.width // factor))
+            values = src.read(out_shape=shape).reshape(src.count, -1)
+            return _nodata_as_nan(values, src.nodata, da.dtype)
+        # Windows at block origins: each costs exactly one block (decompressed once), wherever it falls.
+        bh, bw = src.block_shapes[0]
+        rows = np.unique(np.linspace(0, (src.height - 1) // bh, SAMPLE_WINDOWS).astype(int)) * bh
+        cols = np.unique(np.linspace(0, (src.width - 1) // bw, SAMPLE_WINDOWS).astype(int)) * bw
+        side_y, side_x = min(SAMPLE_SIDE, bh), min(SAMPLE_SIDE, bw)
+        pieces = [
+            src.read(window=Window(int(x), int(y), min(side_x, src.width - x), min(side_y, src.height - y)))
+            for y in rows
+            for x in cols
+        ]
+        nodata = src.nodata
+    return _nodata_as_nan(np.concatenate([p.reshape(p.shape[0], -1) for p in pieces], axis=-1), nodata, da.dtype)
+
+
+def _nodata_as_nan(values: np.ndarray, nodata: float | None, dtype: np.dtype) -> np.ndarray:
+    """File values as the reader returns them: nodata → NaN where the variable is float (S1, DEM)."""
+    if nodata is not None and np.dtype(dtype).kind == "f":
+        return np.where(values == nodata, np.nan, values.astype(dtype))
+    return values
+
+
+def _read(da: xr.DataArray, name: str) -> np.ndarray:
+    try:
+        return np.asarray(da.values)
+    except Exception as err:
+        raise _read_error(da, name, err) from err
+
+
+def _read_error(da: xr.DataArray, name: str | None, err: Exception) -> Exception:
+    # Reader errors (rasterio, zarr, OS) say where they failed deep inside; the caller needs which input and file.
+    if isinstance(err, ValueError) and str(err).startswith(f"{name}:"):
+        return err
+    source = da.encoding.get("source")
+    where = f" {source!r}" if source else ""
+    return ValueError(f"{name or da.name}: expected readable data{where}, found a read error ({err})")
+
+
+def check_values_of(
+    name: str, values: np.ndarray, *, kind: str, max_nan_fraction: float = 0.0, sampled: bool = False
+) -> None:
+    """Raise a ``ValueError`` naming ``name`` when ``values`` (all, or a sample) are not what ``kind`` holds.
+
+    ``kind``: ``"s2"`` / ``"s2_clear"`` (DN: not 0–1 reflectance, not 8-bit), ``"s1"`` (dB, not linear), ``"dem"``.
+    """
+    what = " in a sample of the (lazy) data" if sampled else ""
+    if values.dtype.kind not in "uif":
+        raise ValueError(f"{name}: expected a numeric dtype, found {values.dtype}")
+    if kind in ("s2", "s2_clear") and values.dtype.itemsize == 1:
+        raise ValueError(
+            f"{name}: expected digital numbers (reflectance × 10000) as 16-bit integers or floats, found "
+            f"{values.dtype}: an 8-bit rendering (0–255) has lost the DN; use the original product"
+        )
     nan = int(np.isnan(values).sum()) if values.dtype.kind == "f" else 0
     if nan > max_nan_fraction * values.size:
         raise ValueError(
             f"{name}: expected at most {max_nan_fraction:.2%} NaN (nodata), found {nan} NaN values "
-            f"({nan / values.size:.3%}); pass max_nan_fraction= to accept them as nodata"
+            f"({nan / values.size:.3%}){what}; pass max_nan_fraction= to accept them as nodata"
         )
     if nan == values.size:
         return
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-    if name in ("s2", "s2_clear") and values.dtype.kind == "f" and hi <= 2.0:
+    if kind in ("s2", "s2_clear") and values.dtype.kind == "f" and hi <= 2.0:
         raise ValueError(
             f"{name}: expected digital numbers (reflectance × 10000, typically 0–10000), found values in "
-            f"[{lo:.3g}, {hi:.3g}] that look like 0–1 reflectance; multiply by 10000"
+            f"[{lo:.3g}, {hi:.3g}]{what} that look like 0–1 reflectance; multiply by 10000"
         )
-    if name == "s1" and lo >= 0.0:
+    if kind == "s1" and lo >= 0.0:
         raise ValueError(
             f"{name}: expected backscatter in dB (typically −30…+5, mostly negative), found values in "
-            f"[{lo:.3g}, {hi:.3g}] that look linear; convert with xcloudfree.sensors.linear_to_db"
+            f"[{lo:.3g}, {hi:.3g}]{what} that look linear; convert with xcloudfree.sensors.linear_to_db"
         )

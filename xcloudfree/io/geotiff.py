@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
+import socket
+import sys
+import time
 import uuid
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from ..checks import check_positive_int
 from ..parallel import active_client, compute, write_lock
-from ..scene import make_scene, name_s1_polarizations, name_s2_bands
+from ..scene import check_values_of, make_scene, name_s1_polarizations, name_s2_bands, value_sample
 
-__all__ = ["open_scene", "read_s2", "read_s1", "read_dem", "write_cog", "write_zarr", "atomic_path"]
+__all__ = [
+    "open_scene",
+    "read_s2",
+    "read_s1",
+    "read_dem",
+    "write_cog",
+    "write_zarr",
+    "atomic_path",
+    "check_output_path",
+    "clean_stale",
+]
 
 PathLike = str | os.PathLike
+#: This machine in staging names: staging files of other hosts on a shared file system are judged by age alone.
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
 
 def _open(path: PathLike, name: str, chunks: Any) -> xr.DataArray:
@@ -26,7 +45,9 @@ def _open(path: PathLike, name: str, chunks: Any) -> xr.DataArray:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{name}: expected an existing GeoTIFF file, found no file at {str(path)!r}")
+    _check_chunks(chunks)
     try:
+        _check_readable(path)
         da = rioxarray.open_rasterio(path, chunks=chunks)
     except Exception as err:  # rasterio raises its own error types for unreadable files
         raise ValueError(f"{name}: expected a readable GeoTIFF, found {str(path)!r} ({err})") from err
@@ -38,10 +59,35 @@ def _open(path: PathLike, name: str, chunks: Any) -> xr.DataArray:
     return da.rename(name)
 
 
+def _check_readable(path: Path) -> None:
+    """Read the first and the last block of the first and last band: a truncated file fails here, not mid-run.
+
+    Costs two blocks whatever the file size (the full-resolution blocks lie at the end of a COG).
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as src:
+        bh, bw = src.block_shapes[0]
+        last = Window((src.width - 1) // bw * bw, (src.height - 1) // bh * bh, 1, 1)
+        for window in (Window(0, 0, 1, 1), last):
+            src.read(indexes=sorted({1, src.count}), window=window)
+
+
+def _check_chunks(chunks: Any) -> None:
+    if chunks is None or chunks == "auto":
+        return
+    values = chunks.values() if isinstance(chunks, dict) else (chunks if isinstance(chunks, tuple) else [chunks])
+    for value in values:
+        if value in ("auto", -1, None):
+            continue
+        check_positive_int("chunks", value)
+
+
 def read_s2(
     path: PathLike,
     *,
-    bands: Sequence[str] | None = None,
+    bands: Sequence[str] | Mapping[str, str] | None = None,
     product: str | None = None,
     processing_baseline: str | None = None,
     chunks: Any = None,
@@ -58,6 +104,8 @@ def read_s2(
     chunks : passed to ``rioxarray.open_rasterio``; anything but None gives a lazy Dask array.
     """
     da = name_s2_bands(_open(path, name, chunks), bands=bands, product=product, name=name)
+    # A few windows, whatever the file size: DN, not reflectance or an 8-bit rendering (NaN is the scene's call).
+    check_values_of(name, value_sample(da, name=name), kind="s2", max_nan_fraction=1.0, sampled=True)
     if processing_baseline is not None:
         da.attrs["processing_baseline"] = str(processing_baseline)
     return da
@@ -68,8 +116,9 @@ def read_s1(
 ) -> xr.DataArray:
     """Read a Sentinel-1 stack as ``(polarization, y, x)`` backscatter in dB (float32, nodata → NaN)."""
     da = _open(path, name, chunks)
-    da = _nodata_to_nan(da)
-    return name_s1_polarizations(da, polarizations=polarizations, name=name)
+    da = name_s1_polarizations(_nodata_to_nan(da), polarizations=polarizations, name=name)
+    check_values_of(name, value_sample(da, name=name), kind="s1", max_nan_fraction=1.0, sampled=True)
+    return da
 
 
 def read_dem(path: PathLike, *, like: xr.DataArray | None = None, chunks: Any = None) -> xr.DataArray:
@@ -119,7 +168,7 @@ def open_scene(
     s2_clear: PathLike | None = None,
     *,
     chunks: Any = None,
-    bands: Sequence[str] | None = None,
+    bands: Sequence[str] | Mapping[str, str] | None = None,
     product: str | None = None,
     processing_baseline: str | None = None,
     polarizations: Sequence[str] | None = None,
@@ -134,8 +183,10 @@ def open_scene(
 
     Parameters
     ----------
-    chunks : e.g. ``{"x": 2048, "y": 2048}`` or ``"auto"``: lazy Dask arrays, nothing is read until computed.
-    validate, max_nan_fraction : see :func:`xcloudfree.validate_scene` (values of lazy arrays are not checked).
+    chunks : e.g. ``{"x": 2048, "y": 2048}`` or ``"auto"``: lazy Dask arrays; only a small value sample is read
+        (:func:`xcloudfree.scene.value_sample`) until computed.
+    validate, max_nan_fraction : see :func:`xcloudfree.validate_scene` (values of lazy arrays are checked on the
+        sample).
 
     Examples
     --------
@@ -157,11 +208,109 @@ def open_scene(
     return make_scene(**parts, attrs=attrs, validate=validate, max_nan_fraction=max_nan_fraction)
 
 
-def atomic_path(path: PathLike) -> tuple[Path, Path]:
-    """``(final, temporary)``: a temporary sibling name to write to before ``os.replace``."""
+#: Staging names of this package's writes: ``.<target name>.xcf-<host>-<pid>-<random>.<suffix>`` beside the target.
+_STAGING = re.compile(
+    r"^\.(?P<target>.+)\.xcf-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}\.(?P<kind>tmp|old|staging)"
+)
+#: Staging files of other machines (shared file systems) count as abandoned after this long (s).
+_STALE_AFTER = 24 * 3600
+
+
+def check_output_path(path: PathLike, *, name: str = "path", directory: bool = False) -> Path:
+    """Check that ``path`` can be written (as a file, or a directory store with ``directory=True``); make its folder.
+
+    Raises ``ValueError`` naming ``name`` when a file stands where a folder is needed (or the reverse), when the
+    target is a directory but a file is expected, when an existing directory is not a Zarr store (it would be
+    replaced), or when the folder cannot be created or written (read-only, ``/proc``, no permission).
+    """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return final, final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    if final.is_dir() and not directory:
+        raise ValueError(f"{name}: expected a file path to write, found an existing directory at {str(final)!r}")
+    if final.exists() and directory and not final.is_dir():
+        raise ValueError(f"{name}: expected a directory (Zarr store) path, found an existing file at {str(final)!r}")
+    if directory and final.is_dir() and any(final.iterdir()) and not _is_zarr(final):
+        raise ValueError(
+            f"{name}: expected a new path or an existing Zarr store to replace, found the directory {str(final)!r} "
+            "holding other files"
+        )
+    parent = final.parent
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"{name}: expected a folder to write into, found the file {str(folder)!r} in the way")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".{final.name}.{_token()}.tmp"
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(
+            f"{name}: expected a writable folder, found {str(parent)!r} not writable ({err.strerror or err})"
+        ) from None
+    return final
+
+
+def atomic_path(path: PathLike, *, name: str = "path", directory: bool = False) -> tuple[Path, Path]:
+    """``(final, temporary)``: a checked target and a staging sibling to write to before ``os.replace``.
+
+    Staging siblings left by killed writes to the same target are removed first (see :func:`clean_stale`).
+    """
+    final = check_output_path(path, name=name, directory=directory)
+    clean_stale(final)
+    return final, final.with_name(f".{final.name}.{_token()}.tmp")
+
+
+def clean_stale(final: Path) -> list[Path]:
+    """Remove the staging files and folders that killed writes to ``final`` left behind; return them.
+
+    A staging name carries the host and process id of its writer: it is abandoned when that process no longer runs
+    on this host, or (other hosts) when it is older than a day. A Zarr store whose replacement was interrupted
+    between its two renames (platforms without an atomic exchange) is put back first.
+    """
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    found = [(m, e) for e in final.parent.glob(f".{glob.escape(final.name)}.xcf-*") if (m := _STAGING.match(e.name))]
+    # A store put aside comes back before anything is deleted.
+    for match, entry in sorted(found, key=lambda me: (me[0]["kind"] != "old", me[1].name)):
+        if match["target"] != final.name or not _abandoned(match, entry):
+            continue
+        if match["kind"] == "old" and not final.exists() and not os.path.lexists(final):
+            os.replace(entry, final)  # the previous store: the new one never arrived
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _token() -> str:
+    return f"xcf-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _abandoned(match: re.Match, entry: Path) -> bool:
+    if match["host"] == _HOST:
+        pid = int(match["pid"])
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    try:
+        return time.time() - entry.lstat().st_mtime > _STALE_AFTER
+    except OSError:
+        return False
+
+
+def _is_zarr(path: Path) -> bool:
+    return any((path / marker).exists() for marker in ("zarr.json", ".zgroup", ".zarray", ".zattrs"))
 
 
 def write_cog(
@@ -177,7 +326,8 @@ def write_cog(
 
     Dask arrays are streamed block by block into a tiled GeoTIFF, which GDAL then copies into the COG layout
     (overviews included): memory is bounded by the chunk size, not the scene size. The file appears under
-    ``path`` only once complete. Band names go into the band descriptions. ``progress`` shows a progress bar
+    ``path`` only once complete; staging files are removed on failure, and those of killed writes at the next
+    write to the same path. Band names go into the band descriptions. ``progress`` shows a progress bar
     while a lazy array is computed (threaded scheduler or a ``dask.distributed`` client).
     """
     import rasterio
@@ -187,6 +337,7 @@ def write_cog(
         raise ValueError(f"da: expected an xarray.DataArray, found {type(da).__name__}")
     if da.rio.crs is None:
         raise ValueError(f"{da.name or 'da'}: expected a CRS (rioxarray spatial_ref) to write a COG, found none")
+    blocksize = check_positive_int("blocksize", blocksize)
     final, tmp = atomic_path(path)
     staging = tmp.with_suffix(".staging.tif")
     out = da
@@ -212,7 +363,8 @@ def write_cog(
             rasterio.shutil.copy(staging, tmp, driver="COG", compress=compress.upper(), blocksize=blocksize)
         os.replace(tmp, final)
     finally:
-        for leftover in (staging, tmp):
+        # GDAL may leave side files (.aux.xml) beside the staging names: they share the unique token.
+        for leftover in final.parent.glob(f"{glob.escape(tmp.stem)}*"):
             leftover.unlink(missing_ok=True)
     return final
 
@@ -220,12 +372,18 @@ def write_cog(
 def write_zarr(ds: xr.Dataset | xr.DataArray, path: PathLike, **kwargs: Any) -> Path:
     """Write a scene (or one variable) to a Zarr store, atomically; CRS kept in ``spatial_ref``.
 
-    Dask arrays are written chunk by chunk. An existing store at ``path`` is replaced only once the new one is
-    complete. ``kwargs`` go to :meth:`xarray.Dataset.to_zarr`.
+    Dask arrays are written chunk by chunk into a staging store beside ``path``. An existing store is replaced in
+    one atomic step (Linux ``renameat2(RENAME_EXCHANGE)`` swaps the two directories), so a reader, or a kill at
+    any moment, sees either the old store or the new one, never none. Where the exchange is unsupported the old
+    store is renamed aside before the new one moves in; a kill between those two renames leaves the old store
+    under ``.<name>.xcf-….old``, which the next write to ``path`` puts back. An existing directory that is not a
+    Zarr store is refused, never replaced. ``kwargs`` go to :meth:`xarray.Dataset.to_zarr`.
     """
     if isinstance(ds, xr.DataArray):
         ds = ds.to_dataset(name=ds.name or "data")
-    final, tmp = atomic_path(path)
+    if not isinstance(ds, xr.Dataset):
+        raise ValueError(f"ds: expected an xarray.Dataset or DataArray, found {type(ds).__name__}")
+    final, tmp = atomic_path(path, directory=True)
     ds = ds.copy()
     ds.attrs = _json_safe(ds.attrs)
     for name in ds.variables:
@@ -240,17 +398,40 @@ def write_zarr(ds: xr.Dataset | xr.DataArray, path: PathLike, **kwargs: Any) -> 
     ds = ds.assign_coords({k: c.astype(object) for k, c in ds.coords.items() if c.dtype.kind == "U"})
     try:
         ds.to_zarr(tmp, mode="w", **kwargs)
-        if final.exists():
-            old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
+        if not final.exists():
+            os.replace(tmp, final)
+        elif _exchange(tmp, final):
+            shutil.rmtree(tmp, ignore_errors=True)  # the old store, now under the staging name
+        else:
+            old = tmp.with_suffix(".old")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2``); False where that is unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def _json_safe(attrs: dict) -> dict:

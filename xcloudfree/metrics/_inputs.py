@@ -80,8 +80,49 @@ def check_weights(w: np.ndarray) -> None:
 
 
 def check_pair(a: Any, b: Any, names: tuple[str, str]) -> None:
+    """Same shape, and one scale: refuse a DN image scored against reflectance, naming which is which.
+
+    Two mixes are caught: DN (values above 2) against reflectance (at most 2), and reflectance divided by 10000
+    a second time (a 0–1 image given where DN were expected, then scaled: values below 0.001) against reflectance.
+    The scale is judged on a strided sample of in-memory data (at most ~64k values each); Dask data are not read
+    here (the metric kernels refuse values above 100 chunk by chunk).
+    """
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(f"{names[1]}: expected the shape of {names[0]} {tuple(a.shape)}, found {tuple(b.shape)}")
+    if is_dask(a) or is_dask(b):
+        return
+    peaks = [_peak(x) for x in (a, b)]
+    if None in peaks:
+        return
+    big = int(peaks[1] > peaks[0])
+    high, low = peaks[big], peaks[1 - big]
+    # Reflectance stays below ~1.5 even on snow and clouds; DN of anything but a black image is far above 2.
+    if high > _REFLECTANCE_MAX and 0 < low <= _REFLECTANCE_MAX:
+        raise ValueError(
+            f"{names[big]}: expected reflectance in [0, 1], found values up to {high:.6g} that look like DN "
+            f"(reflectance × 10000) while {names[1 - big]} holds reflectance (up to {low:.3g}); scale DN with "
+            "xcloudfree.sensors.reflectance (clip 0..10000, / 10000) before scoring"
+        )
+    if high <= _REFLECTANCE_MAX and 0 < low < _DOUBLE_SCALED_MAX and high > 100 * low:
+        raise ValueError(
+            f"{names[1 - big]}: expected reflectance in [0, 1], found values up to {low:.3g} while "
+            f"{names[big]} reaches {high:.3g}: reflectance divided by 10000 twice (0–1 reflectance given where DN "
+            "were expected?)"
+        )
+
+
+#: Above this, values are not reflectance (data_range 1) but DN.
+_REFLECTANCE_MAX = 2.0
+#: Below this everywhere, an image is reflectance scaled down once more (bright pixels are > 0.05 reflectance).
+_DOUBLE_SCALED_MAX = 1e-3
+
+
+def _peak(x: Any) -> float | None:
+    """Largest finite |value| of a strided sample of ``x`` (None when it holds no finite value)."""
+    step = max(1, int((x.size / 65536) ** 0.5))
+    sample = np.abs(np.asarray(x[..., ::step, ::step], dtype=np.float64))
+    sample = sample[np.isfinite(sample)]
+    return float(sample.max()) if sample.size else None
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -19,6 +19,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
+from ..checks import check_int, describe
 from ..sensors import PRESETS, S1_POLARIZATIONS, S2_BAND_NAMES
 
 __all__ = ["CLOUD_MAP", "DEM", "SAR_MEAN", "ModelSpec", "halo_from_radius"]
@@ -73,12 +74,28 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         for name in ("optical_bands", "sar", "output_bands", "input_order"):
-            object.__setattr__(self, name, tuple(str(v) for v in getattr(self, name)))
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, list | tuple):
+                raise ValueError(f"spec.{name}: expected a list of channel names, found {describe(value)}")
+            object.__setattr__(self, name, tuple(str(v) for v in value))
         if self.dem_range is not None:
+            if isinstance(self.dem_range, str) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in self.dem_range
+            ):
+                raise ValueError(f"spec.dem_range: expected (min, max) metres, found {describe(self.dem_range)}")
             object.__setattr__(self, "dem_range", tuple(float(v) for v in self.dem_range))
         self._validate()
 
     def _validate(self) -> None:
+        # Types first: a checkpoint's JSON may hold anything, and a comparison with a string would raise TypeError.
+        check_int("spec.size_multiple", self.size_multiple, minimum=1)
+        check_int("spec.halo", self.halo, minimum=0)
+        for name in ("sar_mean", "dem", "cloud_map", "residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"spec.{name}: expected true or false, found {describe(getattr(self, name))}")
+        for name in ("normalization", "role"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"spec.{name}: expected a string, found {describe(getattr(self, name))}")
         unknown = [b for b in self.optical_bands if b not in S2_BAND_NAMES]
         if unknown:
             raise ValueError(f"spec.optical_bands: expected Sentinel-2 names {list(S2_BAND_NAMES)}, found {unknown}")

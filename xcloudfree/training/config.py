@@ -8,13 +8,17 @@
     loss: {name: carl}                                          # default: the method's loss
     optimizer: {name: nadam, lr: 7.0e-5}                        # default: the method's optimiser
     schedule: {name: constant}                                  # constant, linear (decay), step
+                                                                # step: {step_size: 5, unit: epochs, gamma: 0.5}
     steps: 2000
     batch_size: 8
     crop: 128
     output: runs/dsen2cr
 
 Every section and key is checked: an unknown key, a wrong type or a value out of range raises ``ValueError``
-naming ``config.<section>.<key>``, what was expected and what was found. Schedules count optimiser steps.
+naming ``config.<section>.<key>``, what was expected and what was found. Schedules count optimiser steps, or
+epochs with ``schedule.unit: epochs`` (``len(data set) // batch_size`` steps each, at least one, fixed when the
+trainer is built); a ``step_size`` given without a ``unit`` counts steps. The linear schedule's ``start`` is a
+fraction of the run in either unit (cyclecr's 50 + 25 epochs: 2/3).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "load_config", "METHOD_DEFAULTS", "TRAINER_OF"]
+from ..checks import check_device, check_int, check_number, check_positive_int
+
+__all__ = ["TrainConfig", "load_config", "METHOD_DEFAULTS", "TRAINER_OF", "config_changes"]
 
 #: Which trainer each generator uses.
 TRAINER_OF = {
@@ -46,7 +52,7 @@ METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "carf": {
         "loss": {"name": "carf"},
         "optimizer": {"name": "adam", "lr": 1e-4},
-        "schedule": {"name": "step", "step_size": 1000, "gamma": 0.5},
+        "schedule": {"name": "step", "step_size": 5, "unit": "epochs", "gamma": 0.5},  # StepLR(5 epochs, 0.5)
         "data": {"mask": "carf"},
     },
     "pix2pix": {
@@ -115,6 +121,7 @@ class ScheduleSection:
     start: float = 0.5
     step_size: int = 1000
     gamma: float = 0.5
+    unit: str = "steps"
 
 
 @dataclass
@@ -200,17 +207,69 @@ def load_config(config: str | Path | dict | TrainConfig) -> TrainConfig:
         path = Path(config)
         if not path.is_file():
             raise ValueError(f"config: expected a YAML or JSON file, found no file at {str(path)!r}")
-        text = path.read_text()
-        if path.suffix.lower() == ".json":
-            raw = json.loads(text)
-        else:
-            import yaml
-
-            raw = yaml.safe_load(text)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"config: expected a readable YAML or JSON text file, found {str(path)!r} ({err})"
+            ) from None
+        raw = _parse(text, path)
     else:
         raw = config
-    cfg = _build(TrainConfig, dict(raw or {}), "")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"config: expected a mapping of sections (model:, data:, steps: ...), found a {type(raw).__name__}"
+        )
+    cfg = _build(TrainConfig, dict(raw), "")
     return _validate(_with_defaults(cfg, raw or {}))
+
+
+#: Keys a resumed run may change silently (cadence, paths, processes) and with a warning (the rest of the run
+#: differs from an uninterrupted one, legitimately: more steps, another device). Any other change is refused.
+RESUME_SILENT = ("log_every", "val_every", "checkpoint_every", "workers", "output", "data.root")
+RESUME_WARN = ("steps", "device", "amp")
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{"section.key": (saved, current)}`` for every setting that differs between two ``TrainConfig.to_dict()``."""
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    missing = object()
+    return {
+        key: (flat_saved.get(key), flat_current.get(key))
+        for key in sorted(set(flat_saved) | set(flat_current))
+        if flat_saved.get(key, missing) != flat_current.get(key, missing)
+    }
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        # Sections are flattened; hparams and loss params compare as whole values within their key.
+        if isinstance(value, dict) and not prefix:
+            out.update(_flatten(value, f"{key}."))
+        else:
+            out[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _parse(text: str, path: Path) -> Any:
+    """YAML (or JSON, a subset) text as Python data; syntax errors name the file and the line."""
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config: expected valid JSON in {str(path)!r}, found an error: {err}") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"config: expected valid YAML in {str(path)!r}, found {problem}{where}") from None
 
 
 def _with_defaults(cfg: TrainConfig, raw: dict) -> TrainConfig:
@@ -222,8 +281,8 @@ def _with_defaults(cfg: TrainConfig, raw: dict) -> TrainConfig:
         target = getattr(cfg, section)
         own_loss = section == "loss" and given.get("name", defaults["name"]) != defaults["name"]
         for key, value in defaults.items():
-            if key in given:
-                continue
+            if key in given or (section == "schedule" and key == "unit" and "step_size" in given):
+                continue  # (a step_size given without a unit counts steps, not the method's default unit)
             if section == "loss" and key != "name":
                 if not own_loss:  # the paper's loss weights belong to the paper's loss only
                     target.params.setdefault(key, value)
@@ -241,6 +300,27 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
 
     for key in ("steps", "batch_size", "log_every", "val_every", "checkpoint_every"):
         positive(key, getattr(cfg, key))
+    for key in ("data.size", "data.crops_per_scene", "data.val_samples", "schedule.step_size"):
+        section, name = key.split(".")
+        check_positive_int(f"config.{key}", getattr(getattr(cfg, section), name))
+    for key in ("workers", "pool_size"):
+        check_int(f"config.{key}", getattr(cfg, key), minimum=0)
+    check_number("config.optimizer.weight_decay", cfg.optimizer.weight_decay, minimum=0.0)
+    check_number("config.schedule.gamma", cfg.schedule.gamma, minimum=0.0, maximum=1.0)
+    cover = cfg.data.cloud_cover
+    if (
+        len(cover) != 2
+        or not all(isinstance(c, int | float) and not isinstance(c, bool) for c in cover)
+        or not (0.0 <= cover[0] <= cover[1] <= 1.0)
+    ):
+        raise ValueError(
+            f"config.data.cloud_cover: expected [min, max] fractions with 0 ≤ min ≤ max ≤ 1, found {cover}"
+        )
+    if cfg.optimizer.betas is not None and (
+        len(cfg.optimizer.betas) != 2
+        or not all(isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in cfg.optimizer.betas)
+    ):
+        raise ValueError(f"config.optimizer.betas: expected two numbers in [0, 1), found {cfg.optimizer.betas}")
     positive("crop", cfg.crop, allow_none=True)
     positive("grad_clip", cfg.grad_clip, allow_none=True)
     positive("optimizer.lr", cfg.optimizer.lr)
@@ -250,6 +330,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"config.optimizer.name: expected 'adam', 'nadam' or 'adamw', found {cfg.optimizer.name!r}")
     if cfg.schedule.name not in ("constant", "linear", "step"):
         raise ValueError(f"config.schedule.name: expected 'constant', 'linear' or 'step', found {cfg.schedule.name!r}")
+    if cfg.schedule.unit not in ("steps", "epochs"):
+        raise ValueError(f"config.schedule.unit: expected 'steps' or 'epochs', found {cfg.schedule.unit!r}")
     if not 0.0 <= cfg.schedule.start <= 1.0:
         raise ValueError(
             f"config.schedule.start: expected a fraction of the steps in [0, 1], found {cfg.schedule.start}"
@@ -266,6 +348,5 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"config.crop: expected at most data.size ({cfg.data.size}), found {cfg.crop}")
     if not 0.0 <= cfg.paired_fraction <= 1.0:
         raise ValueError(f"config.paired_fraction: expected a fraction in [0, 1], found {cfg.paired_fraction}")
-    if cfg.device != "auto" and not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
-        raise ValueError(f"config.device: expected 'auto', 'cpu' or 'cuda[:N]', found {cfg.device!r}")
+    check_device("config.device", cfg.device)
     return cfg

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,17 @@ def _optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     return cls(params, lr=o.lr, betas=betas, weight_decay=o.weight_decay)
 
 
-def _schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+def _schedule(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate factor per optimiser step; ``schedule.unit: epochs`` counts ``steps_per_epoch`` steps each."""
     s, steps = cfg.schedule, cfg.steps
+    step_size = s.step_size * (steps_per_epoch if s.unit == "epochs" else 1)
     if s.name == "linear":  # constant, then linear decay to 0 over the last (1 - start) of the steps
         start = int(s.start * steps)
         factor = lambda k: 1.0 if k < start else max(0.0, 1.0 - (k - start) / max(1, steps - start))  # noqa: E731
     elif s.name == "step":
-        factor = lambda k: s.gamma ** (k // s.step_size)  # noqa: E731
+        factor = lambda k: s.gamma ** (k // step_size)  # noqa: E731
     else:
         factor = lambda k: 1.0  # noqa: E731
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -101,11 +106,14 @@ class Trainer:
             if self.device.type == "cuda":
                 net.to(memory_format=torch.channels_last)
             self.optimizers[name] = _optimizer(cfg, net.parameters())
-            self.schedules[name] = _schedule(cfg, self.optimizers[name])
         self.generator = self.nets["G"]
         self.step = 0
         self.output = Path(cfg.output)
         self.dataset, self.val = self._data()
+        # Schedules in epochs (the papers' unit) need the data set's length: an epoch is len // batch_size steps.
+        self.steps_per_epoch = max(1, len(self.dataset) // cfg.batch_size)
+        for name, optimizer in self.optimizers.items():
+            self.schedules[name] = _schedule(cfg, optimizer, self.steps_per_epoch)
 
     # --- to be defined by each method -------------------------------------------------------------------------
     def build(self) -> None:
@@ -177,6 +185,9 @@ class Trainer:
             num_workers=self.cfg.workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            # Its own generator: a loader draws a base seed when iterated, which from the global generator would
+            # shift the dropout and image-pool draws of a resumed run by one (resume must be bit for bit).
+            generator=torch.Generator().manual_seed(self.cfg.seed),
         )
         for batch in loader:
             yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -268,8 +279,13 @@ class Trainer:
         os.replace(tmp, path)
         return path
 
-    def load_state(self, path: str | Path) -> None:
-        """Continue from :meth:`save_state`'s file: networks, optimisers, schedules, pools, RNG and the step."""
+    def load_state(self, path: str | Path, *, allow_changes: bool = False) -> None:
+        """Continue from :meth:`save_state`'s file: networks, optimisers, schedules, pools, RNG and the step.
+
+        A configuration that differs from the saved one in anything but cadence and paths is refused, naming the
+        changed keys (``allow_changes=True`` continues with a warning instead); ``steps``, ``device`` and ``amp``
+        changes continue with a warning.
+        """
         from safetensors import safe_open
 
         path = Path(path)
@@ -281,6 +297,7 @@ class Trainer:
             raise ValueError(
                 f"resume: expected a training state written by xcloudfree, found {str(path)!r} ({err})"
             ) from err
+        _check_resume_config(meta.get("config", {}), self.cfg.to_dict(), allow_changes)
         for name, net in self.nets.items():
             prefix = f"net/{name}/"
             net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
@@ -497,6 +514,21 @@ class CycleTrainer(Trainer):
         }
 
 
+def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], allow_changes: bool) -> None:
+    from .config import RESUME_SILENT, RESUME_WARN, config_changes
+
+    changes = {k: v for k, v in config_changes(saved, current).items() if k not in RESUME_SILENT}
+    refused = {k: v for k, v in changes.items() if k not in RESUME_WARN}
+    text = "; ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in changes.items())
+    if refused and not allow_changes:
+        raise ValueError(
+            f"resume: expected the configuration the state was saved with, found changes to {sorted(refused)} "
+            f"({text}); restore them, start a new output folder, or pass allow_changes=True (--allow-changes)"
+        )
+    if changes:
+        warnings.warn(f"resume: continuing with a changed configuration: {text}", stacklevel=3)
+
+
 def _draw(seed: int, step: int) -> float:
     return float(np.random.default_rng([seed, step, 17]).random())
 
@@ -514,15 +546,18 @@ def make_trainer(config: TrainConfig | dict | str | Path) -> Trainer:
     return _TRAINERS[cfg.trainer](cfg)
 
 
-def train(config: TrainConfig | dict | str | Path, *, resume: bool | str | Path = False) -> Path:
+def train(
+    config: TrainConfig | dict | str | Path, *, resume: bool | str | Path = False, allow_changes: bool = False
+) -> Path:
     """Train from a configuration (YAML/JSON path or dict); returns the final model checkpoint.
 
-    ``resume=True`` continues from ``<output>/state.safetensors``; a path continues from that state file.
+    ``resume=True`` continues from ``<output>/state.safetensors``; a path continues from that state file. A resumed
+    configuration must match the saved one (see :meth:`Trainer.load_state`, ``allow_changes``).
     """
     trainer = make_trainer(config)
     if resume:
         state = trainer.output / "state.safetensors" if resume is True else Path(resume)
         if not state.is_file():
             raise ValueError(f"resume: expected a training state file, found no file at {str(state)!r}")
-        trainer.load_state(state)
+        trainer.load_state(state, allow_changes=allow_changes)
     return trainer.fit()
