@@ -5,10 +5,19 @@
     python bench/bench_masking.py s2cloudless     # 10 m vs 60 m on 1024²
     python bench/bench_masking.py iou             # cloud IoU against the synthetic truth
     python bench/bench_masking.py parity          # against ../shared/data/reference/masks, every real image
+    python bench/bench_masking.py shadow-stats --size 8192   # peak RSS of shadow_stats "scene" vs "window"
+    python bench/bench_masking.py mosaic          # window vs whole-array shadow thresholds on a real 512² mosaic
+    python bench/bench_masking.py saturated       # s2cloudless on real saturated pixels vs the package
 
 ``scene``: ``dsen2cr`` on a size² × 13-band uint16 Dask array generated chunk by chunk (nothing is held in
 memory but the chunks in flight), reduced to cloud and shadow fractions; wall time and the process's peak RSS
-(targets on 2 cores for 10980²: ≤ 120 s, ≤ 3 GB).
+(targets on 2 cores for 10980²: ≤ 120 s, ≤ 3 GB). ``--shadow-stats`` picks the shadow statistics;
+``shadow-stats`` runs ``scene`` once with each, in fresh processes, so each peak RSS is its own.
+
+``mosaic``: 2×2 real SEN12MS-CR images (256² each, cloudy with shadows) side by side as one 512² array; the
+reference detector's shadow rule with whole-array statistics against ``shadow_stats="window"`` (256 px) and
+``"scene"``. ``saturated``: the real images with DN > 10000 in ``../shared/data``, our s2cloudless probability
+against the package run on clip(DN, 0, 10000) / 10000 and on DN / 10000.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-SECTIONS = ("scene", "s2cloudless", "iou", "parity")
+SECTIONS = ("scene", "shadow-stats", "s2cloudless", "iou", "parity", "mosaic", "saturated")
 
 
 def _peak_rss_gb() -> float:
@@ -59,18 +68,19 @@ def _lazy_scene(size: int, chunk: int, seed: int = 0):
     return xr.DataArray(data, dims=("band", "y", "x"), coords={"band": list(S2_BAND_NAMES)})
 
 
-def bench_scene(size: int, chunk: int) -> None:
+def bench_scene(size: int, chunk: int, shadow_stats: str) -> None:
     import dask
 
     from xcloudfree import masking
 
     s2 = _lazy_scene(size, chunk)
-    masks = masking.detect(s2, "dsen2cr")
-    start = time.perf_counter()
+    start = time.perf_counter()  # "scene" reads the input once inside detect(), for its statistics
+    masks = masking.detect(s2, "dsen2cr", shadow_stats=shadow_stats)
     cloud, shadow, prob = dask.compute(masks.cloud.mean(), masks.shadow.mean(), masks.cloud_probability.mean())
     wall = time.perf_counter() - start
     print(
-        f"scene dsen2cr {size}x{size}x13 uint16, chunks {chunk}: wall {wall:.1f} s, peak RSS {_peak_rss_gb():.2f} GB "
+        f"scene dsen2cr shadow_stats={shadow_stats} {size}x{size}x13 uint16, chunks {chunk}: wall {wall:.1f} s, "
+        f"peak RSS {_peak_rss_gb():.2f} GB "
         f"(input {13 * size * size * 2 / 1e9:.1f} GB; cloud {float(cloud):.3f}, shadow {float(shadow):.3f}, "
         f"mean score {float(prob):.3f})"
     )
@@ -149,21 +159,107 @@ def bench_parity() -> None:
     print(f"  s2cloudless probability max |diff| {worst['prob']:.3g}; (0.4, 4, 2) mask differs on {s2c_diff} pixels")
 
 
+def bench_shadow_stats(argv: list[str]) -> None:
+    for stats in ("scene", "window"):
+        subprocess.run([sys.executable, __file__, "scene", *argv, "--shadow-stats", stats], check=True)
+
+
+def _mosaic_images() -> list[Path]:
+    """Four real cloudy 256² images with shadows, for a 2×2 mosaic."""
+    names = ("cloudy_85_p753", "cloudy_85_p492", "cloudy_39_p100", "cloudy_139_p839")
+    tifs = sorted((SHARED / "sen12mscr").rglob("*.tif"))
+    return [next(p for p in tifs if name in p.name) for name in names]
+
+
+def _reference_shadow(dn: np.ndarray) -> np.ndarray:
+    """The reference shadow rule (REFERENCE §4) on a whole (13, y, x) DN array: float32 statistics of the array."""
+    from scipy import signal
+
+    from xcloudfree.sensors import S2_BAND_NAMES
+
+    refl = dn.astype(np.float32) / 10000.0
+    band = {name: refl[i] for i, name in enumerate(S2_BAND_NAMES)}
+    csi, blue = (band["B08"] + band["B11"]) / 2, band["B02"]
+    t3 = csi.min() + 3 / 4 * (csi.mean() - csi.min())
+    t4 = blue.min() + 5 / 6 * (blue.mean() - blue.min())
+    dark = np.where((csi < t3) & (blue < t4), -1.0, 0.0)
+    return signal.medfilt2d(dark, 5) < 0
+
+
+def bench_mosaic() -> None:
+    import rioxarray
+    import xarray as xr
+
+    from xcloudfree import masking
+
+    tiles = [rioxarray.open_rasterio(p).values for p in _mosaic_images()]
+    dn = np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]])
+    s2 = xr.DataArray(dn, dims=("band", "y", "x"))
+    reference = _reference_shadow(dn)
+    print(f"mosaic {dn.shape[1]}x{dn.shape[2]} of {[p.stem for p in _mosaic_images()]}")
+    print(f"  reference (whole-array statistics) shadow fraction {reference.mean():.3f}")
+    for stats in ("window", "scene"):
+        masks = masking.detect(s2, "dsen2cr", shadow_stats=stats)
+        # The reference's shadow before "cloud wins": compare where neither side calls the pixel cloud.
+        shadow = masks.shadow.values
+        clear_of_cloud = ~masks.cloud.values
+        ref = reference & clear_of_cloud
+        union = shadow | ref
+        agree = float((shadow == ref)[union].mean()) if union.any() else 1.0
+        print(
+            f"  shadow_stats={stats!r}: shadow fraction {shadow.mean():.3f} (reference {ref.mean():.3f}), "
+            f"agrees on {100 * agree:.1f} % of the pixels either calls shadow, "
+            f"{100 * float((shadow == ref).mean()):.2f} % of all pixels"
+        )
+
+
+def bench_saturated() -> None:
+    import rioxarray
+    from s2cloudless import S2PixelCloudDetector
+
+    from xcloudfree import masking
+    from xcloudfree.masking.s2cloudless import MODEL_BANDS
+    from xcloudfree.sensors import S2_BAND_NAMES
+
+    bands = [list(S2_BAND_NAMES).index(b) for b in MODEL_BANDS]
+    package = S2PixelCloudDetector(threshold=0.4, average_over=4, dilation_size=2, all_bands=False)
+    for path in sorted(SHARED.rglob("*.tif")):
+        s2 = rioxarray.open_rasterio(path)
+        if s2.dtype != np.uint16 or s2.sizes["band"] != 13 or not (s2.values > 10000).any():
+            continue
+        x = s2.values[bands].transpose(1, 2, 0)[None].astype(np.float64)
+        clipped = package.get_cloud_probability_maps(np.clip(x, 0, 10000) / 10000)[0]
+        raw = package.get_cloud_probability_maps(x / 10000)[0]
+        ours = masking.detect(s2, "s2cloudless")
+        prob = ours.cloud_probability.values
+        mask_clipped = package.get_mask_from_prob(clipped[None])[0].astype(bool)
+        print(
+            f"{path.name}: {int((s2.values > 10000).any(axis=0).sum())} saturated pixels; max |ours - package "
+            f"clipped| {np.abs(prob - clipped).max():.3g}, max |ours - package unclipped| "
+            f"{np.abs(prob - raw).max():.3g}; (0.4, 4, 2) mask differs from the clipped package's on "
+            f"{int((ours.cloud.values != mask_clipped).sum())} pixels"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("section", nargs="?", choices=SECTIONS)
     parser.add_argument("--size", type=int, default=10980, help="scene side for 'scene'")
     parser.add_argument("--chunk", type=int, default=2048, help="chunk side for 'scene'")
+    parser.add_argument("--shadow-stats", choices=("scene", "window"), default="scene", help="for 'scene'")
     parser.add_argument("--tile", type=int, default=1024, help="image side for 's2cloudless'")
     parser.add_argument("--iou-size", type=int, default=512)
     args = parser.parse_args()
     if args.section is None:  # each section in its own process, so the peak RSS belongs to it alone
-        for section in SECTIONS:
+        for section in (s for s in SECTIONS if s != "shadow-stats"):
             subprocess.run([sys.executable, __file__, section, *sys.argv[1:]], check=True)
         return
     sys.path.insert(0, str(ROOT))
     {
-        "scene": lambda: bench_scene(args.size, args.chunk),
+        "scene": lambda: bench_scene(args.size, args.chunk, args.shadow_stats),
+        "shadow-stats": lambda: bench_shadow_stats([f"--size={args.size}", f"--chunk={args.chunk}"]),
+        "mosaic": bench_mosaic,
+        "saturated": bench_saturated,
         "s2cloudless": lambda: bench_s2cloudless(args.tile),
         "iou": lambda: bench_iou(args.iou_size),
         "parity": bench_parity,

@@ -99,8 +99,8 @@ def test_carf_drops_shadows_and_keeps_the_clouds(real_images):
 def test_result_layout_keeps_grid_crs_attrs_and_is_lazy(scene):
     s2 = scene.s2.chunk({"y": 250, "x": 350})
     s2.attrs["processing_baseline"] = "02.09"
-    with dask.config.set(scheduler=_no_compute):
-        masks = masking.detect(s2, "dsen2cr")
+    with dask.config.set(scheduler=_no_compute):  # "scene" statistics are computed in detect(): see below
+        masks = masking.detect(s2, "dsen2cr", shadow_stats="window")
     assert set(masks.data_vars) == {"cloud_probability", "cloud", "shadow", "mask"}
     assert masks.cloud_probability.dtype == np.float32 and masks["mask"].dtype == np.float32
     assert masks.cloud.dtype == bool and masks.shadow.dtype == bool
@@ -284,3 +284,75 @@ def test_to_classes(scene):
     np.testing.assert_array_equal(classes.values == 2, masks.shadow.values)
     assert set(np.unique(classes.values)) <= {0, 1, 2}
     assert classes.rio.crs == scene.rio.crs
+
+
+# ----------------------------------------------------------------------------- saturated pixels, scene statistics
+def test_s2cloudless_clips_saturated_pixels_like_the_references(shared_data):
+    """A real L1C date with DN > 10000: the model must see clip(DN, 0, 10000) / 10000 (UnCRtainTS)."""
+    from s2cloudless import S2PixelCloudDetector
+
+    tif = next((shared_data / "s2_timeseries_rome").glob("*ImgNo_14_*.tif"))
+    full = rioxarray.open_rasterio(tif)
+    saturated = (full.values > 10000).any(axis=0)
+    rows, cols = np.nonzero(saturated)
+    assert saturated.sum() >= 10
+    # The 48² corner around the saturated pixels keeps the LightGBM cost small; the model is per pixel.
+    y0, x0 = min(int(rows.min()), 256 - 48), min(int(cols.min()), 256 - 48)
+    s2 = full.isel(y=slice(y0, y0 + 48), x=slice(x0, x0 + 48))
+    assert (s2.values > 10000).any()
+    bands = [list(xcf.sensors.S2_BAND_NAMES).index(b) for b in s2c_backend.MODEL_BANDS]
+    dn = s2.values[bands].transpose(1, 2, 0)[None].astype(np.float64)
+    package = S2PixelCloudDetector(all_bands=False)
+    clipped = package.get_cloud_probability_maps(np.clip(dn, 0, 10000) / 10000)[0]
+    unclipped = package.get_cloud_probability_maps(dn / 10000)[0]
+    ours = masking.detect(s2, "s2cloudless").cloud_probability.values
+    np.testing.assert_array_equal(ours, clipped)
+    assert np.abs(ours - unclipped).max() > 0.05  # the clip matters on this image
+
+
+def test_s2cloudless_saturated_dn_count_as_10000_at_every_resolution(scene):
+    s2 = scene.s2.isel(y=slice(0, 120), x=slice(0, 120)).astype("uint16")
+    bright = s2.values >= np.quantile(s2.values, 0.9)  # the brightest tenth made saturated, at or beyond 10000
+    at_limit = s2.copy(data=np.where(bright, 10000, s2.values).astype("uint16"))
+    beyond = s2.copy(data=np.where(bright, 20000, s2.values).astype("uint16"))
+    for resolution in (None, 60):
+        a = masking.detect(at_limit, "s2cloudless", resolution=resolution)
+        b = masking.detect(beyond, "s2cloudless", resolution=resolution)
+        _assert_same(a, b)
+
+
+def _mosaic(real_images) -> xr.DataArray:
+    """2×2 real cloudy 256² images with shadows as one 512² array."""
+    names = ("cloudy_85_p753", "cloudy_85_p492", "cloudy_39_p100", "cloudy_139_p839")
+    tiles = [rioxarray.open_rasterio(next(t for t, _ in real_images if n in t.name)).values for n in names]
+    return xr.DataArray(np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]]), dims=("band", "y", "x"))
+
+
+def test_scene_statistics_are_the_default_and_match_the_whole_array_rule(real_images):
+    """REFERENCE §4 takes the shadow thresholds over the whole array passed in; 256 windows do not on 512²."""
+    from scipy import signal
+
+    s2 = _mosaic(real_images)
+    refl = s2.values.astype(np.float32) / 10000
+    csi, blue = (refl[7] + refl[11]) / 2, refl[1]  # B08, B11, B02 in the canonical 13-band order
+    t3 = csi.min() + 3 / 4 * (csi.mean() - csi.min())
+    t4 = blue.min() + 5 / 6 * (blue.mean() - blue.min())
+    reference = signal.medfilt2d(np.where((csi < t3) & (blue < t4), -1.0, 0.0), 5) < 0
+
+    default = masking.detect(s2, "dsen2cr")
+    assert default.attrs["mask_parameters"].count('"shadow_stats": "scene"') == 1
+    np.testing.assert_array_equal(default.shadow.values, reference & ~default.cloud.values)
+    window = masking.detect(s2, "dsen2cr", shadow_stats="window")
+    assert (window.shadow.values != default.shadow.values).mean() > 0.01
+    # On Dask: the same pixels for any chunking, the statistics computed once in detect(), the masks left lazy.
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return dask.get(*args, **kwargs)
+
+    with dask.config.set(scheduler=counting):
+        lazy = masking.detect(s2.chunk({"y": 200, "x": 300}), "dsen2cr")
+        assert len(calls) == 1 and isinstance(lazy.shadow.data, da.Array)
+        assert not any("scene_partials" in str(key) for key in dict(lazy.shadow.data.__dask_graph__()))
+    _assert_same(lazy.compute(), default)

@@ -1,7 +1,9 @@
 """Cloud masks from the s2cloudless LightGBM classifier (optional extra: ``pip install "xcloudfree[s2cloudless]"``).
 
-The package's model runs per pixel on L1C top-of-atmosphere reflectance (DN / 10000 after the baseline offset,
-float64 like the package's own examples) of B01, B02, B04, B05, B08, B8A, B09, B10, B11, B12. The mask
+The package's model runs per pixel on L1C top-of-atmosphere reflectance clip(DN, 0, 10000) / 10000 (after the
+baseline offset, float64 like the package's own examples) of B01, B02, B04, B05, B08, B8A, B09, B10, B11, B12: the
+clip is what the references (UnCRtainTS) feed it; on saturated pixels (DN > 10000, bright cloud tops) the unclipped
+input moved the probability of a real image by up to 0.078 (``docs/masking.md``). The mask
 post-processing reproduces ``S2PixelCloudDetector.get_mask_from_prob`` with the package's own disk kernels: mean
 over a disk of radius ``average_over`` (reflect at the image border), ``> threshold``, dilation by a disk of radius
 ``dilation_size``. It is computed here pixel by pixel in float64, so Dask blocks with a halo of
@@ -71,23 +73,31 @@ def _disk(radius: int | None) -> np.ndarray | None:
     return cv2_disk(int(radius)).astype(bool)
 
 
+def _reflectance(dn: np.ndarray) -> np.ndarray:
+    """DN → the model's input clip(DN, 0, 10000) / 10000, float64, C-contiguous."""
+    return np.ascontiguousarray(np.clip(np.asarray(dn, np.float64), 0.0, 10000.0)) / 10000.0
+
+
 def _predict(dn: np.ndarray, nodata: float | None) -> np.ndarray:
     """(10, y, x) DN → (1, y, x) float32 cloud probability, NaN where invalid."""
     valid = valid_pixels(dn, nodata)
     prob = np.full((1, *valid.shape), np.nan, np.float32)
     if valid.any():
-        pixels = np.ascontiguousarray(dn[:, valid].T, dtype=np.float64) / 10000.0
+        pixels = _reflectance(dn[:, valid].T)
         prob[0, valid] = _classifier().get_cloud_probability_maps(pixels[None, None])[0, 0]
     return prob
 
 
 def _block_mean(dn: np.ndarray, *, factor: int, nodata: float | None) -> np.ndarray:
-    """Mean DN over factor×factor cells (valid pixels only; NaN where none) → (bands, ceil(y/f), ceil(x/f))."""
+    """Mean clipped DN over factor×factor cells (valid pixels only; NaN where none) → (bands, ceil(y/f), ceil(x/f)).
+
+    Each pixel is clipped to [0, 10000] before the mean, as the full-resolution model input is.
+    """
     bands, h, w = dn.shape
     ny, nx = -(-h // factor), -(-w // factor)
     valid = valid_pixels(dn, nodata)
     padded = np.zeros((bands + 1, ny * factor, nx * factor))
-    padded[:bands, :h, :w] = np.where(valid, dn, 0.0)
+    padded[:bands, :h, :w] = np.where(valid, np.clip(dn, 0, 10000), 0.0)
     padded[bands, :h, :w] = valid
     # Sums of whole DN are exact in float64, so the cell means do not depend on the summation order.
     sums = padded.reshape(bands + 1, ny, factor, nx, factor).sum(axis=(2, 4))
@@ -217,7 +227,7 @@ def detect(
     Parameters
     ----------
     s2 : DataArray (band, y, x), scene Dataset, or array (13, y, x)
-        Level-1C DN with the model bands (:data:`MODEL_BANDS`).
+        Level-1C DN with the model bands (:data:`MODEL_BANDS`); DN above 10000 (saturated) count as 10000.
     threshold : float
         Cloud where the disk-averaged probability is > this.
     average_over, dilation_size : int or None
