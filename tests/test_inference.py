@@ -13,8 +13,12 @@ from xcloudfree.inference.inputs import model_input
 
 
 def predict(*args, **kwargs):
-    """Exactness is a float32 CPU property: a CUDA machine would otherwise pick bf16 autocast."""
+    """Exactness is a float32 CPU property: a CUDA machine would otherwise pick bf16 autocast.
+
+    Tiling is checked on the raw network output (``keep_clear=False``); compositing has its own tests.
+    """
     kwargs.setdefault("device", "cpu")
+    kwargs.setdefault("keep_clear", False)
     return _predict(*args, **kwargs)
 
 
@@ -106,8 +110,9 @@ def test_keep_clear_with_a_continuous_mask(small_dsen2cr, scene):
     full = (m == 1).values
     np.testing.assert_allclose(out["s2_cloudfree"].values[:, full], raw.values[:, full], rtol=1e-5)
     xr.testing.assert_equal(out["mask"], m.astype("float32"))
-    with pytest.raises(ValueError, match="keep_clear: expected a mask"):
-        predict(scene, small_dsen2cr, keep_clear=True)
+    # Without a mask, keep_clear uses the dsen2cr detector and returns the mask it used.
+    auto = predict(scene, small_dsen2cr, tile=128, keep_clear=True)
+    xr.testing.assert_equal(auto["mask"], xcf.masking.detect(scene["s2"], method="dsen2cr")["mask"])
 
 
 def test_checkpoint_path_gives_the_same_pixels(small_dsen2cr, scene, tmp_path):
@@ -122,7 +127,7 @@ def test_rgb_model_returns_rgb_only():
     torch.manual_seed(1)
     unet = xcf.models.create("pix2pix", num_downs=5, ngf=8)  # pix2pix5: VV, VH, R, G, B → R, G, B
     sc = xcf.datasets.synthetic_scene(96, seed=3)
-    out = predict(sc, unet, tile=unet.spec.size_multiple, overlap=0)["s2_cloudfree"]
+    out = predict(sc, unet, tile=5 * unet.spec.size_multiple, overlap=0)["s2_cloudfree"]  # tile > 2·halo (64)
     assert list(out["band"].values) == ["B04", "B03", "B02"]
     assert float(out.min()) >= -1e-3 and float(out.max()) <= 10000 + 1e-3  # tanh → [0, 10000] DN
 

@@ -12,8 +12,8 @@ its SHA-256, or an in-process object) and each process loads it once into a cach
 
 from __future__ import annotations
 
-import hashlib
 import os
+import shutil
 import tempfile
 import threading
 import warnings
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..checks import check_choice, check_device, check_int, check_positive_int
 from ..parallel import active_client, worker_threads
 from ..sensors import S2_BAND_NAMES, harmonize_s2
 from .inputs import denormalize_output, model_input
@@ -113,19 +114,12 @@ def _amp_dtype(device: Any, precision: str) -> Any:
 def _device(device: str) -> str:
     import torch
 
+    check_device("device", device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device: expected an available device, found {device!r} but CUDA is not available")
     return device
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _set_worker_threads() -> None:
@@ -155,10 +149,10 @@ def _runner(ref: ModelRef) -> _Runner:
             return per_module[key]
         key = (ref.path, ref.sha256, ref.device, ref.precision)
         if key not in _CACHE:
-            from ..models import load
+            from ..models import file_sha256, load
 
             _set_worker_threads()
-            if ref.sha256 is not None and _sha256(Path(ref.path)) != ref.sha256:
+            if ref.sha256 is not None and file_sha256(Path(ref.path)) != ref.sha256:
                 raise ValueError(f"model: the checkpoint {ref.path!r} changed since the graph was built (SHA-256)")
             module = load(ref.path, map_location="cpu")
             module._xcf_sha256 = ref.sha256
@@ -177,8 +171,10 @@ def resolve_model(model: Any, *, device: str = "auto", precision: str = "auto") 
     from torch import nn
 
     from .. import models
+    from ..models import file_sha256
 
     device = _device(device)
+    check_choice("precision", precision, ("auto", "float32", "bfloat16", "float16"))
     if isinstance(model, nn.Module):
         if not hasattr(model, "spec"):
             raise ValueError("model: expected a network of xcloudfree.models (with a .spec), found a plain nn.Module")
@@ -187,14 +183,16 @@ def resolve_model(model: Any, *, device: str = "auto", precision: str = "auto") 
         path = _SAVED.get(model)
         if path is None:
             folder = tempfile.mkdtemp(prefix="xcloudfree-model-")
+            # The folder lives as long as the module (and is removed at exit at the latest).
+            weakref.finalize(model, shutil.rmtree, folder, ignore_errors=True)
             path = models.save(model, Path(folder) / "model.safetensors")
             _SAVED[model] = path
-        return ModelRef(str(path), _sha256(Path(path)), device, precision), model.spec
+        return ModelRef(str(path), file_sha256(Path(path)), device, precision), model.spec
     if isinstance(model, str | os.PathLike):
         path = Path(model)
         if path.is_file():
-            spec = models.read_metadata(path)["spec"]
-            return ModelRef(str(path.resolve()), _sha256(path), device, precision), models.ModelSpec.from_dict(spec)
+            spec = models.verify(path)["spec"]  # the whole checkpoint, before any task runs
+            return ModelRef(str(path.resolve()), file_sha256(path), device, precision), models.ModelSpec.from_dict(spec)
         if str(model) in models.available():
             bundled = _bundled_weights(str(model))
             if bundled is not None:
@@ -390,8 +388,9 @@ def predict(
     device: str = "auto",
     precision: str = "auto",
     mask: str | xr.DataArray | None = None,
-    keep_clear: bool = False,
+    keep_clear: bool = True,
     cloud_map: xr.DataArray | None = None,
+    feather: int = 3,
 ) -> xr.Dataset:
     """Remove clouds from a scene with a network, tile by tile; lazy on Dask input.
 
@@ -407,10 +406,14 @@ def predict(
     device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
     precision : ``"auto"`` (bf16 autocast on CUDA where supported, float32 on CPU), ``"float32"``, ``"bfloat16"``,
         ``"float16"``
-    mask : a masking method name (e.g. ``"dsen2cr"``) or a (y, x) DataArray in [0, 1]; added to the output,
-        used by ``keep_clear`` and, as the cloud map, by models conditioned on one
-    keep_clear : output ``mask·prediction + (1 − mask)·input``: clear pixels keep their observed values
+    mask : a masking method name (e.g. ``"dsen2cr"``) or a (y, x) DataArray in [0, 1]; added to the output as
+        ``mask``, used by ``keep_clear`` and, as the cloud map, by models conditioned on one. ``None``: the
+        ``"dsen2cr"`` detector when ``keep_clear``, no mask otherwise
+    keep_clear : the observed pixels where the mask says clear, the prediction where it says cloud or shadow,
+        feathered outwards over ``feather`` px at hard mask edges (:func:`xcloudfree.inference.composite.composite`);
+        ``False``: the raw network output everywhere
     cloud_map : (y, x) map in [0, 1] for models conditioned on a cloud map (default: ``mask``)
+    feather : width in px of the transition outside hard mask edges with ``keep_clear`` (0: none)
 
     Returns
     -------
@@ -421,6 +424,8 @@ def predict(
     """
     if not isinstance(scene, xr.Dataset):
         raise ValueError(f"scene: expected an xarray.Dataset scene, found {type(scene).__name__}")
+    tile, batch_size = check_positive_int("tile", tile), check_positive_int("batch_size", batch_size)
+    overlap = None if overlap is None else check_int("overlap", overlap, minimum=0, maximum=tile - 1)
     ref, spec = resolve_model(model, device=device, precision=precision)
     if spec.role != "generator" or not set(spec.output_bands) <= set(S2_BAND_NAMES):
         raise ValueError(
@@ -432,13 +437,20 @@ def predict(
             f"tile: expected a multiple of the model's size multiple {spec.size_multiple}, found {tile} "
             f"(e.g. {spec.size_multiple * max(1, round(tile / spec.size_multiple))})"
         )
-    overlap = min(2 * spec.halo, tile - spec.size_multiple) if overlap is None else int(overlap)
+    if tile <= 2 * spec.halo:
+        # Smaller tiles cut every pixel's receptive field: the output would depend on where the tiles fall.
+        need = spec.size_multiple * (2 * spec.halo // spec.size_multiple + 1)
+        raise ValueError(
+            f"tile: expected more than twice the model's halo ({spec.halo} px, its receptive field), found {tile} "
+            f"(e.g. {need})"
+        )
+    overlap = min(2 * spec.halo, tile - spec.size_multiple) if overlap is None else overlap
     if overlap % spec.size_multiple and spec.size_multiple > 1:
         overlap -= overlap % spec.size_multiple  # the grid must stay on the model's size multiple
     margin = min(spec.halo, overlap // 2)
     grid = TileGrid(scene.sizes["y"], scene.sizes["x"], tile, overlap, margin)
 
-    mask_da = _mask(scene, mask)
+    mask_da = _mask(scene, "dsen2cr" if mask is None and keep_clear else mask)
     if spec.cloud_map and cloud_map is None:
         cloud_map = mask_da
     xin = model_input(scene, spec, cloud_map=cloud_map)
@@ -454,11 +466,10 @@ def predict(
     )
     pred = denormalize_output(pred, spec)
     if keep_clear:
-        if mask_da is None:
-            raise ValueError("keep_clear: expected a mask (a method name or a DataArray), found mask=None")
+        from .composite import composite
+
         observed = harmonize_s2(scene["s2"]).sel(band=list(spec.output_bands)).astype("float32")
-        pred = mask_da * pred + (1 - mask_da) * observed
-        pred = pred.transpose("band", "y", "x")
+        pred = composite(observed, pred, mask_da, feather=feather)
     attrs = dict(scene["s2"].attrs) if "s2" in scene else {}
     attrs.update(
         units="DN",

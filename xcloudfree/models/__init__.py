@@ -8,6 +8,9 @@
 Generators: ``dsen2cr``, ``pix2pix`` (U-Net), ``carf``, ``acgan``, ``cyclecr`` (G_S1→S2) and ``cyclecr_s2_to_s1``.
 Discriminators: ``patchgan`` (pix2pix5), ``acgan_discriminator``, ``cyclecr_discriminator``.
 
+Published weights of the reference code (Keras HDF5, PyTorch ``.pth``) become our networks through
+:func:`import_weights` (never unpickled).
+
 Checkpoints are single safetensors files. Their header metadata key ``"xcloudfree"`` holds JSON: architecture,
 hyperparameters, spec, package version and the caller's provenance. Loading rebuilds the network from that JSON,
 checks every tensor name and shape, and never unpickles anything.
@@ -15,22 +18,26 @@ checks every tensor name and shape, and never unpickles anything.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 import json
 import os
-import uuid
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..checks import check_int, check_number, describe
 from . import acgan, cyclecr
 from .acgan import ACGANGenerator
 from .carf import CARF
 from .cyclecr import CycleCRGenerator, SARGenerator
 from .dsen2cr import DSen2CR
+from .importers import import_weights
 from .patchgan import PatchGAN
 from .spec import CLOUD_MAP, DEM, SAR_MEAN, ModelSpec, halo_from_radius
 from .unet import UNetGenerator
@@ -44,10 +51,12 @@ __all__ = [
     "count_parameters",
     "create",
     "halo_from_radius",
+    "import_weights",
     "load",
     "read_metadata",
     "save",
     "summary",
+    "verify",
 ]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
@@ -79,11 +88,34 @@ def create(name: str, **hparams: Any) -> nn.Module:
 
     The module carries ``.spec`` (:class:`ModelSpec`), ``.architecture`` (``name``) and ``.hparams`` (every
     hyperparameter, defaults included), which :func:`save` writes down. Weights are freshly initialised.
+    Hyperparameters are checked before anything is allocated: each has the type of its default (integers in
+    ``[1, MAX_HPARAM]``, finite non-negative floats), and the network, sized on the meta device first, must
+    hold at most :data:`MAX_PARAMETERS` parameters.
     """
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"name: expected one of {available()}, found {name!r}")
-    builder = _REGISTRY[name]
-    signature = inspect.signature(builder)
+    arguments = _check_hparams(name, hparams)
+    if hparams and torch.get_default_device().type != "meta":  # the paper's sizes are known to fit
+        with torch.device("meta"):
+            probe = _build(name, arguments)
+        n = count_parameters(probe)
+        if n > MAX_PARAMETERS:
+            raise ValueError(
+                f"hparams: expected a network of at most {MAX_PARAMETERS:,} parameters, found {n:,} for {name} "
+                f"with {hparams}"
+            )
+    return _build(name, arguments)
+
+
+#: Largest integer hyperparameter accepted (widths, depths, channels): far above every paper's values.
+MAX_HPARAM = 4096
+#: Largest network :func:`create` builds (4 GB of float32 weights).
+MAX_PARAMETERS = 1_000_000_000
+
+
+def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of ``name``, defaults filled in, each checked against the type of its default."""
+    signature = inspect.signature(_REGISTRY[name])
     try:
         bound = signature.bind(**hparams)
     except TypeError as err:
@@ -91,10 +123,41 @@ def create(name: str, **hparams: Any) -> nn.Module:
             f"hparams: {name} takes {list(signature.parameters)}, found {sorted(hparams)} ({err})"
         ) from None
     bound.apply_defaults()
-    model = builder(**bound.arguments)
+    arguments = dict(bound.arguments)
+    for key, value in hparams.items():
+        default = signature.parameters[key].default
+        where = f"hparams.{key}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}: expected true or false, found {describe(value)}")
+        elif isinstance(default, int):
+            arguments[key] = check_int(where, value, minimum=1, maximum=MAX_HPARAM)
+        elif isinstance(default, float):
+            arguments[key] = check_number(where, value, minimum=0.0)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string like {default!r}, found {describe(value)}")
+    return arguments
+
+
+def _build(name: str, arguments: dict[str, Any]) -> nn.Module:
+    try:
+        model = _REGISTRY[name](**arguments)
+    except (TypeError, RuntimeError, ZeroDivisionError, ValueError) as err:
+        if isinstance(err, _TooMany):
+            raise
+        raise ValueError(f"hparams: {name} cannot be built with {arguments}: {err}") from None
     model.architecture = name
-    model.hparams = dict(bound.arguments)
+    model.hparams = dict(arguments)
     return model
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file (weights provenance and cache keys), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -151,8 +214,9 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
     except TypeError as err:
         raise ValueError(f"metadata: expected JSON-serialisable values, found {err}") from None
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    from ..io.geotiff import atomic_path
+
+    path, tmp = atomic_path(path)
     try:
         save_file(tensors, tmp, metadata={"format": "pt", _KEY: text})
         os.replace(tmp, path)
@@ -169,12 +233,34 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a network from a checkpoint written by :func:`save`, in eval mode, on ``map_location``.
 
-    Raises ``ValueError`` for anything but an intact safetensors checkpoint of ours (pickles included: they are
-    never opened), for an unknown architecture, and for weights whose names or shapes do not fit it.
-    The spec and provenance saved with the weights become ``model.spec`` and ``model.metadata``.
+    Everything is checked before any weight is allocated (:func:`verify`): the file (pickles are refused, never
+    opened), the architecture, the hyperparameters' types and ranges, every tensor name and shape against the
+    network built on the meta device, and the saved spec against the network's own. The spec and provenance saved
+    with the weights become ``model.spec`` and ``model.metadata``.
     """
     from safetensors.torch import load_file
 
+    path = Path(path)
+    info = verify(path)
+    model = create(info["architecture"], **info["hparams"])
+    try:
+        tensors = load_file(path)
+    except Exception as err:  # the Rust reader's own error type
+        raise ValueError(f"{path}: cannot read the safetensors data ({err})") from None
+    model.load_state_dict(tensors)
+    model.spec = ModelSpec.from_dict(info["spec"])
+    model.metadata = info.get("metadata", {})
+    return model.to(map_location).eval()
+
+
+def verify(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a checkpoint without allocating its network; return its metadata (as :func:`read_metadata`).
+
+    Raises ``ValueError`` naming the file and what does not fit: header, architecture, hyperparameters, tensor
+    names and shapes (compared with the network built on the meta device; the build stops as soon as the
+    network has more parameters than the file has tensors), or a saved spec (bands, channels, scaling, size
+    rules) other than the one the network's hyperparameters give, which would mislabel the output bands.
+    """
     path = Path(path)
     info, shapes = _read_header(path)
     architecture, hparams = info.get("architecture"), info.get("hparams")
@@ -184,7 +270,14 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> n
             f"found {architecture!r} with {hparams!r}"
         )
     try:
-        model = create(architecture, **hparams)
+        arguments = _check_hparams(architecture, hparams)
+        with torch.device("meta"), _parameter_budget(len(shapes)):
+            model = _build(architecture, arguments)
+    except _TooMany:
+        raise ValueError(
+            f"{path}: the hparams {hparams} build a network with more parameters than the {len(shapes)} tensors "
+            "the file holds"
+        ) from None
     except ValueError as err:
         raise ValueError(f"{path}: the saved hyperparameters do not build {architecture!r}: {err}") from None
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
@@ -200,20 +293,65 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> n
     saved = info.get("spec")
     if not isinstance(saved, dict):
         raise ValueError(f"{path}: spec expected a dict in the xcloudfree metadata, found {saved!r}")
-    spec = ModelSpec.from_dict(saved)
-    if (spec.in_channels, spec.out_channels) != (model.spec.in_channels, model.spec.out_channels):
-        raise ValueError(
-            f"{path}: spec expected {model.spec.in_channels} → {model.spec.out_channels} channels for "
-            f"{architecture!r}, found {spec.in_channels} → {spec.out_channels}"
-        )
     try:
-        tensors = load_file(path)
-    except Exception as err:  # the Rust reader's own error type
-        raise ValueError(f"{path}: cannot read the safetensors data ({err})") from None
-    model.load_state_dict(tensors)
-    model.spec = spec
-    model.metadata = info.get("metadata", {})
-    return model.to(map_location).eval()
+        spec = ModelSpec.from_dict(saved)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: the saved spec is not valid: {err}") from None
+    # The channel layout is the network's: another one would mislabel inputs or outputs. Scaling may be
+    # customised; the halo may grow (never shrink) and the size multiple be coarser, not finer.
+    own = model.spec
+    differ = [f for f in _LAYOUT_FIELDS if getattr(spec, f) != getattr(own, f)]
+    if spec.halo < own.halo:
+        differ.append("halo")
+    if spec.size_multiple % own.size_multiple:
+        differ.append("size_multiple")
+    if differ:
+        found = {f: getattr(spec, f) for f in differ}
+        wanted = {f: getattr(own, f) for f in differ}
+        raise ValueError(
+            f"{path}: spec expected {wanted} (what {architecture!r} with these hparams computes; a halo at least, "
+            f"a multiple of the size multiple), found {found}: the saved spec would mislabel the network's channels "
+            "or cut its receptive field"
+        )
+    return info
+
+
+#: Spec fields fixed by the architecture and its hyperparameters: what each input and output channel is.
+_LAYOUT_FIELDS = (
+    "optical_bands",
+    "sar",
+    "output_bands",
+    "input_order",
+    "sar_mean",
+    "dem",
+    "cloud_map",
+    "residual",
+    "role",
+)
+
+
+class _TooMany(RuntimeError):
+    """A network under construction outgrew the checkpoint it is checked against."""
+
+
+@contextlib.contextmanager
+def _parameter_budget(limit: int) -> Iterator[None]:
+    """Abort a build (in this thread) once it registers more than ``limit`` parameters."""
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+
+    thread, count = threading.get_ident(), [0]
+
+    def hook(module: nn.Module, name: str, param: Any) -> None:
+        if threading.get_ident() == thread and param is not None:
+            count[0] += 1
+            if count[0] > limit:
+                raise _TooMany
+
+    handle = register_module_parameter_registration_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _few(names: list[str], n: int = 5) -> str:
