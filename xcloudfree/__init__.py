@@ -25,11 +25,12 @@ __all__ = [
     "models",
     "plot",
     "sensors",
+    "timeseries",
     "training",
     "validate_scene",
 ]
 
-_LAZY = {"datasets", "inference", "masking", "metrics", "models", "plot", "training"}
+_LAZY = {"datasets", "inference", "masking", "metrics", "models", "plot", "timeseries", "training"}
 
 
 def __getattr__(name: str) -> Any:

@@ -27,7 +27,8 @@ class _CloudfreeAccessor:
             return obj
         name = obj.name if obj.name in _VARIABLES else None
         if name is None:
-            name = {"band": "s2", "polarization": "s1"}.get(obj.dims[0] if obj.ndim >= 3 else "", "dem")
+            layered = [d for d in obj.dims if d != "time"]  # a time series (time, band, y, x) is still s2
+            name = {"band": "s2", "polarization": "s1"}.get(layered[0] if len(layered) >= 3 else "", "dem")
         return obj.to_dataset(name=name)
 
     def validate(self, **kwargs: Any) -> xr.Dataset | xr.DataArray:
@@ -42,10 +43,23 @@ class _CloudfreeAccessor:
         return detect(self._scene(), method=method, **params)
 
     def remove(self, model: Any = "dsen2cr", **kwargs: Any) -> xr.Dataset:
-        """The scene with ``s2_cloudfree``: :func:`xcloudfree.inference.predict` (same arguments)."""
+        """The scene with ``s2_cloudfree`` and the ``mask`` used: :func:`xcloudfree.inference.predict` (same arguments).
+
+        By default (``keep_clear=True``, ``mask="dsen2cr"``) clear pixels keep their observed values and only
+        cloudy or shadowed ones take the prediction; ``keep_clear=False`` gives the raw network output.
+        """
         from .inference import predict
 
         return predict(self._scene(), model, **kwargs)
+
+    def fill(self, method: Any = "linear", **kwargs: Any) -> xr.Dataset:
+        """The time series with ``s2_filled``, ``mask``, ``fill_source``, ``fill_gap_days``.
+
+        Forwards to :func:`xcloudfree.timeseries.fill` (same arguments).
+        """
+        from .timeseries import fill
+
+        return fill(self._scene(), method, **kwargs)
 
     def evaluate(
         self,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_evaluation", "quicklook", "rgb"]
+__all__ = ["plot_evaluation", "quicklook", "rgb", "timeseries_strip"]
 
 #: Longest side of a map as drawn; larger scenes are averaged down in blocks (chunk-wise for Dask).
 _MAX_DISPLAY = 1024
@@ -126,11 +126,90 @@ def quicklook(panels: dict[str, np.ndarray], path: str | os.PathLike, *, panel_s
     return path
 
 
-def _save_png(fig: Any, path: Path) -> None:
+#: Colours of the ``fill_source`` codes (observed, temporal, model, unfilled).
+_SOURCE_COLOURS = ("#d9d9d9", "#4c72b0", "#dd8452", "#c44e52")
+
+
+def timeseries_strip(
+    filled: Any,
+    path: str | os.PathLike,
+    *,
+    dates: Sequence[int] | None = None,
+    bands: Sequence[str] = ("B04", "B03", "B02"),
+    gain: float = 3.0,
+    panel_size: float = 1.5,
+    max_side: int = 128,
+    dpi: int = 100,
+) -> Path:
+    """A strip of dates: the cloudy input, the filled image and where each pixel came from, as a PNG.
+
+    Parameters
+    ----------
+    filled : xarray.Dataset
+        The result of :func:`xcloudfree.timeseries.fill` (``s2``, ``s2_filled``, ``fill_source``).
+    path : where to write the PNG (atomically).
+    dates : indices along ``time`` to show (default: all).
+    bands, gain : the RGB bands and the brightness of :func:`rgb`.
+    panel_size : inches per panel; ``max_side`` pixels per panel at most (block means), ``dpi`` of the PNG:
+        they set the file size.
+
+    Returns
+    -------
+    pathlib.Path of the PNG: one column per date, rows cloudy | filled | fill_source.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    missing = [v for v in ("s2", "s2_filled", "fill_source") if v not in filled]
+    if missing:
+        raise ValueError(f"filled: expected the result of xcloudfree.timeseries.fill, missing {missing}")
+    dates = list(range(filled.sizes["time"])) if dates is None else [int(i) for i in dates]
+    factor = max(1, math.ceil(max(filled.sizes["y"], filled.sizes["x"]) / max_side))
+
+    def small_rgb(s2: Any) -> np.ndarray:
+        image = rgb(s2, bands=bands, gain=gain)
+        return np.stack([_block_mean(image[..., c], factor) for c in range(3)], axis=-1)
+
+    fig = Figure(figsize=(panel_size * len(dates), panel_size * 3 + 0.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3, len(dates), squeeze=False)
+    colours = ListedColormap(_SOURCE_COLOURS)
+    for col, t in enumerate(dates):
+        date = filled.isel(time=t)
+        source = np.asarray(date["fill_source"].values)[::factor, ::factor]
+        panels = (small_rgb(date["s2"]), small_rgb(date["s2_filled"]), source)
+        for row, image in enumerate(panels):
+            ax = axes[row, col]
+            if row == 2:
+                ax.imshow(image, cmap=colours, vmin=-0.5, vmax=3.5, interpolation="nearest")
+            else:
+                ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, col].set_title(str(date["time"].values)[:10], fontsize=8)
+    for row, label in enumerate(("cloudy", "filled", "fill_source")):
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    names = str(filled["fill_source"].attrs.get("flag_meanings", "observed temporal model unfilled")).split()
+    fig.legend(
+        handles=[Patch(color=c, label=n) for c, n in zip(_SOURCE_COLOURS, names, strict=False)],
+        loc="outside lower center",
+        ncols=4,
+        fontsize=8,
+        frameon=False,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_png(fig, path, dpi=dpi)
+    return path
+
+
+def _save_png(fig: Any, path: Path, dpi: int = 120) -> None:
     """Write ``fig`` next to ``path`` under a temporary name, then rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=dpi)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
