@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --quiet
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean docs chromium
 
 $(PY):
 	$(PYTHON_SYS) -m venv $(VENV)
@@ -19,18 +19,29 @@ $(BASE): pyproject.toml | $(PY)
 	@touch $@
 
 $(DEV): pyproject.toml $(BASE)
-	$(PIP) -e ".[dev,s2cloudless,stac,eval]"
+	$(PIP) -e ".[dev,s2cloudless,stac,eval,docs]"
 	@touch $@
 
 demo: $(BASE)
 	$(VENV)/bin/xcloudfree demo --out demo_output
 
-test: $(DEV)
+test: $(DEV) chromium
 	$(PY) -m pytest -q
 
+# The docs tests open the site in Debian's Chromium (Playwright drives it; its own browser download needs a network
+# this project does not have). CI runs as root with Debian's registry reachable.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# The site, warnings as errors (broken links, missing API objects). Examples whose figure is missing or older than
+# the script run first, into examples_output/ (docs/_hooks/xcloudfree_docs.py).
+docs: $(DEV)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+	@echo "open site/index.html"
+
 lint: $(DEV)
-	$(VENV)/bin/ruff check xcloudfree tests bench
-	$(VENV)/bin/ruff format --check xcloudfree tests bench
+	$(VENV)/bin/ruff check xcloudfree tests bench examples docs/_hooks
+	$(VENV)/bin/ruff format --check xcloudfree tests bench examples docs/_hooks
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache site examples_output

@@ -2,16 +2,49 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What bad input raises: our ValueErrors, file system errors, and the errors of the readers we loaded."""
+    found: list[type[BaseException]] = [ValueError, OSError, FloatingPointError]
+    if "rasterio" in sys.modules:
+        from rasterio.errors import RasterioError
+
+        found.append(RasterioError)
+    if "yaml" in sys.modules:
+        from yaml import YAMLError
+
+        found.append(YAMLError)
+    return tuple(found)
+
+
+class _Commands(TyperGroup):
+    """Every command, present and future, turns an expected error into one line and exit code 2.
+
+    Anything else (a bug) keeps its traceback.
+    """
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except _expected_errors() as err:
+            message = " ".join(str(err).split()) or type(err).__name__
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(code=2) from None
+
 
 app = typer.Typer(
     name="xcloudfree",
     help="Remove clouds from Sentinel-2 images with Sentinel-1 SAR.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Commands,
 )
 
 
@@ -53,7 +86,7 @@ def info(
 
 @app.command()
 def models() -> None:
-    """List the networks with their parameter counts and specs."""
+    """List the networks with their parameter counts, specs and the real-data PSNR gain of their bundled weights."""
     from .models import summary
 
     for row in summary():
@@ -62,8 +95,82 @@ def models() -> None:
         outputs = ", ".join(spec["output_bands"])
         typer.echo(
             f"{row['name']:<22} {row['parameters']:>12,} params  {spec['role']:<13} {spec['normalization']:<7} "
-            f"multiple {spec['size_multiple']:<3} halo {spec['halo']:<3} in [{inputs}] → out [{outputs}]"
+            f"multiple {spec['size_multiple']:<3} halo {spec['halo']:<3} in [{inputs}] → out [{outputs}]  "
+            f"real-data PSNR gain: {_real_data_gain(row['name'])}"
         )
+    typer.echo(
+        "real-data PSNR gain: PSNR inside the cloud mask minus the cloudy input's, on real SEN12MS-CR images, of the "
+        "bundled weights (bench/bench_real.py, docs/real-data.md); n/a: no bundled weights."
+    )
+
+
+def _real_data_gain(name: str, scores_file: Path | None = None) -> str:
+    """The real-data PSNR gain of the bundled weights of ``name`` from the JSON bench/bench_real.py writes.
+
+    ``scores_file`` defaults to ``real_data_scores.json`` beside the bundled weights.
+    """
+    import json
+
+    from .inference.engine import _bundled_weights
+    from .models import file_sha256
+
+    weights = _bundled_weights(name)
+    if weights is None:
+        return "n/a"
+    try:
+        scores = json.loads((scores_file or weights.with_name("real_data_scores.json")).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return "not scored"
+    entry = scores.get("models", {}).get(weights.name)
+    if not entry or entry.get("psnr_gain_in_mask_db") is None:
+        return "not scored"
+    if entry.get("sha256") != file_sha256(weights):
+        return "not scored (weights changed since bench/bench_real.py ran)"
+    gain, worse = entry["psnr_gain_in_mask_db"], entry.get("images_worse_than_cloudy", 0)
+    text = f"{gain:+.1f} dB".replace("-", "\u2212")
+    if gain < 0:
+        return f"{text} (demo only: worse than the cloudy input)"
+    if entry.get("psnr_mask", 0) < entry.get("fill_psnr_mask_same_images", -1):
+        return f"{text} (demo only: below filling the clouds with the clear pixels' median)"
+    return f"{text} (worse than the cloudy input on {worse} of {entry['images_with_clouds']} images)" if worse else text
+
+
+@app.command("import-weights")
+def import_weights(
+    file: Annotated[Path, typer.Argument(help="Published weights: Keras .hdf5 (dsen2cr) or PyTorch .pth.")],
+    arch: Annotated[str, typer.Option(help="dsen2cr, carf, pix2pix or patchgan.")],
+    out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors).")],
+    hparam: Annotated[
+        list[str] | None, typer.Option("--hparam", "-p", help="KEY=VALUE hyperparameter (JSON value); repeatable.")
+    ] = None,
+) -> None:
+    """Convert published weights into an xcloudfree checkpoint, without unpickling anything."""
+    import json
+
+    from .models.importers import convert
+
+    try:
+        hparams = {}
+        for item in hparam or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--hparam: expected KEY=VALUE, found {item!r}")
+            try:
+                hparams[key] = json.loads(value)
+            except json.JSONDecodeError:
+                hparams[key] = value
+        path = convert(file, out, arch, **hparams)
+    except ValueError as err:
+        _fail(err)
+    from .models import read_metadata
+
+    info = read_metadata(path)
+    imported = info["metadata"]["imported_from"]
+    hp = ", ".join(f"{k}={v}" for k, v in info["hparams"].items())
+    typer.echo(f"{info['architecture']}({hp}) from {imported['source']} (sha256 {imported['sha256'][:12]}…)")
+    reasons = sorted(set(imported["ignored"].values()))
+    typer.echo(f"{len(imported['ignored'])} ignored file entries" + "".join(f"\n  - {r}" for r in reasons))
+    typer.echo(f"checkpoint: {path}")
 
 
 @app.command()
@@ -101,8 +208,17 @@ def remove(
     blend: Annotated[str, typer.Option(help="cosine, gaussian or mean.")] = "cosine",
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
-    mask_method: Annotated[str | None, typer.Option("--mask", help="Masking method for --keep-clear.")] = None,
-    keep_clear: Annotated[bool, typer.Option(help="Keep observed values outside the mask.")] = False,
+    mask_method: Annotated[
+        str, typer.Option("--mask-method", "--mask", help="Masking method deciding what is cloudy (--keep-clear).")
+    ] = "dsen2cr",
+    keep_clear: Annotated[
+        bool,
+        typer.Option(
+            "--keep-clear/--raw",
+            help="Keep the observed pixels where the mask says clear (feathered at its edges), or the raw output.",
+        ),
+    ] = True,
+    feather: Annotated[int, typer.Option(help="Feathering width at mask edges, px (with --keep-clear).")] = 3,
     product: Annotated[str | None, typer.Option(help="L1C or L2A (12 bands).")] = None,
     chunk: Annotated[int, typer.Option(help="Dask chunk side in pixels.")] = 2048,
     workers: Annotated[int, typer.Option(help="Start a local Dask cluster of N worker processes (0: threads).")] = 0,
@@ -133,11 +249,101 @@ def remove(
                 device=device,
                 mask=mask_method,
                 keep_clear=keep_clear,
+                feather=feather,
             )
             path = write_cog(result["s2_cloudfree"], out, progress=True)
         except ValueError as err:
             _fail(err)
     typer.echo(f"cloud-free: {path}")
+
+
+def _names(values: list[str] | None) -> list[str]:
+    """Repeatable options that also take comma lists: ``--method linear --method model`` = ``--method linear,model``."""
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+@app.command()
+def fill(
+    stac_url: Annotated[str, typer.Option("--stac", help="STAC API URL.")],
+    collections: Annotated[list[str], typer.Option(help="Sentinel-2 collection(s); repeatable or comma list.")],
+    bbox: Annotated[str, typer.Option(help="min_lon,min_lat,max_lon,max_lat (degrees).")],
+    datetime: Annotated[str, typer.Option("--datetime", help="Interval, e.g. 2018-01-01/2018-12-31.")],
+    out: Annotated[Path, typer.Option("--out", help="Output Zarr store of the filled cube.")],
+    s1_collections: Annotated[
+        list[str] | None, typer.Option(help="Sentinel-1 collection(s) (RTC or calibrated GRD); repeatable.")
+    ] = None,
+    s1_window_days: Annotated[float, typer.Option(help="Largest |S1 − S2| time difference, days.")] = 6.0,
+    method: Annotated[
+        list[str] | None, typer.Option(help="least_cloudy, mosaic, linear, nearest, model; repeatable, in order.")
+    ] = None,
+    mask_method: Annotated[str, typer.Option("--mask", help="Masking method (dsen2cr, s2cloudless, scl, ...).")] = (
+        "dsen2cr"
+    ),
+    max_gap_days: Annotated[float | None, typer.Option(help="Use clear observations at most this far, days.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name or checkpoint for --method model.")] = None,
+    resolution: Annotated[float, typer.Option(help="Pixel size in CRS units (metres also for EPSG:4326).")] = 10.0,
+    crs: Annotated[str | None, typer.Option(help="Output CRS, e.g. EPSG:32633 (default: the items' own).")] = None,
+    dem: Annotated[Path | None, typer.Option("--dem", help="DEM GeoTIFF (m), any grid.")] = None,
+    chunk: Annotated[int, typer.Option(help="Dask chunk side in pixels.")] = 1024,
+    workers: Annotated[int, typer.Option(help="Start a local Dask cluster of N worker processes (0: threads).")] = 0,
+) -> None:
+    """Search a STAC API, load the S2 (+ S1) time series and fill its cloudy pixels into a Zarr cube."""
+    import contextlib
+
+    from .io import stac, write_zarr
+    from .timeseries import fill as fill_series
+
+    methods = _names(method) or ["linear"]
+    try:
+        area = [float(v) for v in bbox.split(",")]
+    except ValueError:
+        area = []
+    if len(area) != 4:
+        raise ValueError(f"--bbox: expected min_lon,min_lat,max_lon,max_lat, found {bbox!r}")
+    with contextlib.ExitStack() as stack:
+        if workers > 0:
+            import importlib.util
+
+            from distributed import Client, LocalCluster
+
+            has_dashboard = importlib.util.find_spec("bokeh") is not None
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    dashboard_address="127.0.0.1:0" if has_dashboard else None,
+                )
+            )
+            stack.enter_context(Client(cluster))
+            link = cluster.dashboard_link if has_dashboard else "unavailable (pip install bokeh)"
+            typer.echo(f"dask: {workers} workers, dashboard {link}")
+        items = stac.search(stac_url, bbox=area, datetime=datetime, collections=_names(collections))
+        typer.echo(f"sentinel-2: {len(items)} item(s)")
+        items_s1 = None
+        if s1_collections:
+            wide = stac.widen_datetime(datetime, s1_window_days)
+            items_s1 = stac.search(stac_url, bbox=area, datetime=wide, collections=_names(s1_collections))
+            typer.echo(f"sentinel-1: {len(items_s1)} item(s)")
+        ts = stac.load(
+            items,
+            items_s1,
+            dem=dem,
+            crs=crs,
+            resolution=resolution,
+            bbox=area,
+            chunks={"x": chunk, "y": chunk},
+            s1_window_days=s1_window_days,
+        )
+        result = fill_series(ts, methods, mask=mask_method, max_gap_days=max_gap_days, model=model)
+        if workers > 0:
+            path = write_zarr(result, out)  # progress: the dashboard
+        else:
+            from tqdm.dask import TqdmCallback
+
+            with TqdmCallback(desc="filling"):
+                path = write_zarr(result, out)
+    sizes = ", ".join(f"{k} {v}" for k, v in result.sizes.items())
+    typer.echo(f"cube: {path} ({sizes})")
 
 
 @app.command()
@@ -165,12 +371,15 @@ def evaluate(
 def train(
     config: Annotated[Path, typer.Argument(help="Training configuration, YAML or JSON.")],
     resume: Annotated[bool, typer.Option(help="Continue from <output>/state.safetensors.")] = False,
+    allow_changes: Annotated[
+        bool, typer.Option(help="With --resume: continue although the configuration changed (with a warning).")
+    ] = False,
 ) -> None:
     """Train a network from a configuration; writes checkpoints, CSV logs and the final model."""
     from .training import train as run
 
     try:
-        path = run(config, resume=resume)
+        path = run(config, resume=resume, allow_changes=allow_changes)
     except ValueError as err:
         _fail(err)
     typer.echo(f"model: {path}")
