@@ -295,7 +295,7 @@ def test_cli_import_weights_writes_a_loadable_checkpoint(tmp_path):
     model = xcf.models.load(out)
     _same_forward(ref, model, torch.rand(1, 15, 16, 16))
     info = xcf.models.read_metadata(out)["metadata"]["imported_from"]
-    assert info["source"] == src.name and info["sha256"] == xcf.models.importers._sha256(src)
+    assert info["source"] == src.name and info["sha256"] == xcf.models.file_sha256(src)
     result = CliRunner().invoke(app, ["import-weights", str(src), "--arch", "dsen2cr", "--out", str(out), "-p", "x=1"])
     assert result.exit_code == 2 and "hparams" in result.output
 
@@ -305,7 +305,7 @@ def test_models_flags_weights_worse_than_the_cloudy_input(tmp_path):
 
     bundled = xcf.inference.engine._bundled_weights("dsen2cr")
     scores = tmp_path / "scores.json"
-    entry = {"sha256": xcf.models.importers._sha256(bundled), "psnr_gain_in_mask_db": -3.14}
+    entry = {"sha256": xcf.models.file_sha256(bundled), "psnr_gain_in_mask_db": -3.14}
     scores.write_text(json.dumps({"models": {bundled.name: entry}}))
     assert _real_data_gain("dsen2cr", scores) == "\u22123.1 dB (demo only: worse than the cloudy input)"
     assert _real_data_gain("carf", scores) == "n/a"  # no bundled weights
