@@ -12,7 +12,7 @@ assigned to the clear dates in turn (a third run, Slovenia with dsen2cr masks, w
 scores). Neither series has S1, so ``model`` cannot run on them.
 
     python bench/bench_timeseries.py                    # prints the tables (Markdown) and a JSON summary
-    python bench/bench_timeseries.py --strip docs/images/timeseries_strip.png
+    python bench/bench_timeseries.py --strip strip.png
     python bench/bench_timeseries.py --memory 1024       # peak memory of a lazy 24-date random series
 """
 
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 import xcloudfree as xcf

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import xcloudfree as xcf
-from xcloudfree.metrics.report import evaluate_files
+from xcloudfree.jobs import evaluate_files
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sen12mscr"
 TRIPLET = {

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         "fill_source_shares": shares,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    figure = xcf.plot.timeseries_strip(result, args.out / "stac_timeseries.png")
+    figure = xcf.plot.timeseries_strip(result, args.out / "stac_timeseries.png", dpi=72)
     written = {"cube": cube, "summary": args.out / "summary.json", "figure": figure}
     for name, path in written.items():
         print(f"{name:>8}: {path}")

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 import xcloudfree as xcf
 from xcloudfree.cli import app
-from xcloudfree.inference import engine
+from xcloudfree.inference import runtime
 from xcloudfree.io import geotiff
 from xcloudfree.sensors import S2_BAND_NAMES
 
@@ -358,9 +358,9 @@ def test_zarr_replacement_never_leaves_no_store(tmp_path, scene):
 
 
 def test_in_memory_model_checkpoint_is_removed(model, monkeypatch):
-    monkeypatch.setattr(engine, "active_client", lambda: object())  # as under a dask.distributed client
+    monkeypatch.setattr(runtime, "active_client", lambda: object())  # as under a dask.distributed client
     module = xcf.models.create("dsen2cr", features=4, blocks=1)
-    ref, _ = engine.resolve_model(module, device="cpu")
+    ref, _ = runtime.resolve_model(module, device="cpu")
     folder = Path(ref.path).parent
     assert folder.is_dir() and folder.name.startswith("xcloudfree-model-")
     del module

@@ -301,26 +301,26 @@ def test_cli_import_weights_writes_a_loadable_checkpoint(tmp_path):
 
 
 def test_models_flags_weights_worse_than_the_cloudy_input(tmp_path):
-    from xcloudfree.cli import _real_data_gain
+    from xcloudfree.jobs import real_data_gain
 
-    bundled = xcf.inference.engine._bundled_weights("dsen2cr")
+    bundled = xcf.inference.runtime.bundled_weights("dsen2cr")
     scores = tmp_path / "scores.json"
     entry = {"sha256": xcf.models.file_sha256(bundled), "psnr_gain_in_mask_db": -3.14}
     scores.write_text(json.dumps({"models": {bundled.name: entry}}))
-    assert _real_data_gain("dsen2cr", scores) == "\u22123.1 dB (demo only: worse than the cloudy input)"
-    assert _real_data_gain("carf", scores) == "n/a"  # no bundled weights
+    assert real_data_gain("dsen2cr", scores) == "\u22123.1 dB (demo only: worse than the cloudy input)"
+    assert real_data_gain("carf", scores) == "n/a"  # no bundled weights
     scores.write_text(json.dumps({"models": {bundled.name: {**entry, "psnr_gain_in_mask_db": 2.0}}}))
-    assert _real_data_gain("dsen2cr", scores) == "+2.0 dB"
+    assert real_data_gain("dsen2cr", scores) == "+2.0 dB"
     mixed = {**entry, "psnr_gain_in_mask_db": 0.5, "images_worse_than_cloudy": 1, "images_with_clouds": 2}
     scores.write_text(json.dumps({"models": {bundled.name: mixed}}))
-    assert _real_data_gain("dsen2cr", scores) == "+0.5 dB (worse than the cloudy input on 1 of 2 images)"
+    assert real_data_gain("dsen2cr", scores) == "+0.5 dB (worse than the cloudy input on 1 of 2 images)"
     weak = {**entry, "psnr_gain_in_mask_db": 3.6, "psnr_mask": 24.4, "fill_psnr_mask_same_images": 24.6}
     scores.write_text(json.dumps({"models": {bundled.name: weak}}))
-    assert _real_data_gain("dsen2cr", scores).endswith(
+    assert real_data_gain("dsen2cr", scores).endswith(
         "(demo only: below filling the clouds with the clear pixels' median)"
     )
     scores.write_text(json.dumps({"models": {bundled.name: {**entry, "sha256": "0" * 64}}}))
-    assert "weights changed" in _real_data_gain("dsen2cr", scores)
+    assert "weights changed" in real_data_gain("dsen2cr", scores)
     result = CliRunner().invoke(app, ["models"])
     line = next(x for x in result.output.splitlines() if x.startswith("dsen2cr "))
     assert "real-data PSNR gain: " in line and "carf" in result.output

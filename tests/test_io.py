@@ -78,6 +78,23 @@ def test_real_dem_reprojects_onto_an_s2_grid(shared_data):
     assert "dem" in scene and scene["dem"].attrs["units"] == "metre"
 
 
+def test_dem_onto_a_strided_slice_uses_the_slice_grid(shared_data):
+    """A strided slice keeps its parent's stored 10 m transform; the DEM must land on the 20 m grid it shows."""
+    dem_path = shared_data / "dem" / "rome_30m_dem.tif"
+    x0, y0 = Transformer.from_crs("EPSG:4326", "EPSG:32633", always_xy=True).transform(12.49, 42.01)
+    x, y = np.floor(x0) + 5.0 + 10.0 * np.arange(200), np.floor(y0) - 5.0 - 10.0 * np.arange(160)
+    s2 = xr.DataArray(np.ones((2, 160, 200), np.uint16), dims=("band", "y", "x"), coords={"x": x, "y": y})
+    s2 = s2.rio.write_crs("EPSG:32633")
+    s2 = s2.rio.write_transform(s2.rio.transform())
+    coarse = s2[:, ::2, ::2]
+    fresh = xr.DataArray(np.ones((2, 80, 100), np.uint16), dims=("band", "y", "x"), coords=coarse.coords)
+    fresh = fresh.rio.write_crs("EPSG:32633").drop_vars("spatial_ref").rio.write_crs("EPSG:32633")
+    got = xcf.io.read_dem(dem_path, like=coarse)
+    want = xcf.io.read_dem(dem_path, like=fresh)
+    assert got.shape == (80, 100)
+    np.testing.assert_array_equal(got.values, want.values)
+
+
 # --- made-up rasters for bad input -------------------------------------------------------------------------
 
 
@@ -242,3 +259,11 @@ def test_write_zarr_roundtrip_replaces_atomically(tmp_path):
     xcf.io.write_zarr(scene[["dem"]], path)  # overwrite
     assert set(xr.open_zarr(path).data_vars) == {"dem"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.kept", "scene.zarr"]
+
+
+def test_write_zarr_progress_bar_writes_the_same_store(tmp_path, capfd):
+    scene = xcf.datasets.synthetic_scene(64, seed=6, chunks={"x": 32, "y": 32})
+    path = xcf.io.write_zarr(scene[["s2"]], tmp_path / "p.zarr", progress=True)
+    assert "100%" in capfd.readouterr().err
+    np.testing.assert_array_equal(xr.open_zarr(path)["s2"].values, scene["s2"].values)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.zarr"]

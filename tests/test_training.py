@@ -5,10 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 import xcloudfree as xcf
 from xcloudfree.training import load_config, make_trainer, train
-from xcloudfree.training.data import SyntheticDataset, augment, batch_indices
+from xcloudfree.training.data import SyntheticDataset, augment, batch_indices, curated
 
 TINY = {
     "dsen2cr": {"features": 8, "blocks": 1},
@@ -224,3 +226,51 @@ def test_schedule_unit_steps_or_epochs_in_the_config():
     assert load_config({"model": {"name": "dsen2cr"}}).schedule.unit == "steps"
     with pytest.raises(ValueError, match=r"config.schedule.unit: expected 'steps' or 'epochs', found 'days'"):
         load_config({**carf, "schedule": {"unit": "days"}})
+
+
+def _strict(text):
+    """``json.loads`` that refuses NaN and ±Infinity tokens, as any reader but Python's does."""
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_trainer_follows_the_inference_device_and_precision_rules(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    trainer = make_trainer(config("dsen2cr", tmp_path, device="auto"))
+    assert trainer.device == torch.device("cpu") and trainer.amp_dtype is None  # amp: true is "auto": fp32 on CPU
+    assert not trainer.scaler.is_enabled()
+    with pytest.raises(ValueError, match=r"^config.device: expected an available device, found 'cuda'"):
+        make_trainer(config("dsen2cr", tmp_path, device="cuda"))
+    with pytest.raises(ValueError, match=r"^device: expected an available device, found 'cuda'"):
+        xcf.inference.resolve_model(xcf.models.create("dsen2cr", **TINY["dsen2cr"]), device="cuda")
+
+
+def test_curation_report_with_nan_is_strict_json(tmp_path):
+    good = xcf.datasets.synthetic_scene(32, seed=1, cloud_cover=0.3)
+    dead = good.copy(deep=True)
+    dead["s1"][:] = np.nan  # no valid SAR pixel: the statistics are NaN
+    kept = curated([good, dead], tmp_path)
+    assert list(kept.indices) == [0]
+    report = _strict((tmp_path / "curation.json").read_text())
+    assert report["samples"][1]["sar_std_VV"] == "nan" and report["kept"] == 1
+
+
+def test_state_metadata_is_strict_and_old_metadata_still_loads(tmp_path):
+    trainer = make_trainer(config("dsen2cr", tmp_path, steps=1))
+    trainer.fit()
+    state = tmp_path / "dsen2cr" / "state.safetensors"
+    with safe_open(str(state), framework="pt") as f:
+        meta = _strict(f.metadata()["xcloudfree_train"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    assert _strict((tmp_path / "dsen2cr" / "config.json").read_text())["model"]["name"] == "dsen2cr"
+    # Metadata as the previous writer made it (Python's json: NaN tokens allowed) loads as before.
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={"xcloudfree_train": json.dumps({**meta, "unused": float("nan")})})
+    again = make_trainer(config("dsen2cr", tmp_path, steps=1))
+    again.load_state(old)
+    assert again.step == trainer.step == 1
+    for key, value in trainer.generator.state_dict().items():
+        assert torch.equal(again.generator.state_dict()[key], value), key

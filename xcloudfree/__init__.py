@@ -1,7 +1,8 @@
 """xcloudfree: remove clouds from Sentinel-2 with Sentinel-1 SAR, the xarray way.
 
-``import xcloudfree`` registers the ``.cloudfree`` accessor on xarray objects. Subpackages that need
-heavy libraries (torch, distributed, odc-stac) are imported on first use: ``xcf.models``, ``xcf.inference``, ...
+``import xcloudfree`` registers the ``.cloudfree`` accessor on xarray objects and loads nothing heavier than xarray:
+the subpackages (and rioxarray, torch, distributed, odc-stac, matplotlib with them) are imported on first use:
+``xcf.io``, ``xcf.models``, ``xcf.inference``, ...
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import importlib
 from typing import Any
 
 from . import accessor as _accessor  # noqa: F401  (registers ds.cloudfree / da.cloudfree)
-from . import io, sensors
+from . import sensors
 from .scene import make_scene, validate_scene
 
 __version__ = "0.1.0"
@@ -19,6 +20,7 @@ __all__ = [
     "datasets",
     "inference",
     "io",
+    "jobs",
     "make_scene",
     "masking",
     "metrics",
@@ -30,7 +32,7 @@ __all__ = [
     "validate_scene",
 ]
 
-_LAZY = {"datasets", "inference", "masking", "metrics", "models", "plot", "timeseries", "training"}
+_LAZY = {"datasets", "inference", "io", "jobs", "masking", "metrics", "models", "plot", "timeseries", "training"}
 
 
 def __getattr__(name: str) -> Any:

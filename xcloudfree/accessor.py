@@ -1,7 +1,8 @@
 """``ds.cloudfree`` and ``da.cloudfree``: thin forwards to the plain functions; no state.
 
 Both accessors see their object as a scene: a Dataset is one already, a DataArray becomes the scene variable
-its dims say (``band`` → ``s2``, ``polarization`` → ``s1``, ``(y, x)`` → ``dem``) unless its name says otherwise.
+its dims say, wherever they stand (a ``band`` dim → ``s2``, ``polarization`` → ``s1``, only ``y``, ``x`` and
+optionally ``time`` → ``dem``) unless its name says otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,21 @@ from .scene import validate_scene
 __all__ = ["CloudfreeDatasetAccessor", "CloudfreeDataArrayAccessor"]
 
 _VARIABLES = ("s2", "s1", "dem", "s2_clear")
+#: The scene variable of a DataArray with this layer dimension.
+_BY_LAYER_DIM = {"band": "s2", "polarization": "s1"}
+
+
+def _variable_of(da: xr.DataArray) -> str:
+    """The scene variable ``da`` holds by its dims, whatever their order; a ValueError when they say none."""
+    found = [name for dim, name in _BY_LAYER_DIM.items() if dim in da.dims]
+    if len(found) == 1:
+        return found[0]
+    if not found and {"y", "x"} <= set(da.dims) <= {"time", "y", "x"}:
+        return "dem"
+    raise ValueError(
+        "da: expected a 'band' dimension (Sentinel-2), a 'polarization' dimension (Sentinel-1) or only (y, x) and "
+        f"an optional time (DEM), found dims {da.dims}"
+    )
 
 
 class _CloudfreeAccessor:
@@ -25,11 +41,7 @@ class _CloudfreeAccessor:
         obj = self._obj
         if isinstance(obj, xr.Dataset):
             return obj
-        name = obj.name if obj.name in _VARIABLES else None
-        if name is None:
-            layered = [d for d in obj.dims if d != "time"]  # a time series (time, band, y, x) is still s2
-            name = {"band": "s2", "polarization": "s1"}.get(layered[0] if len(layered) >= 3 else "", "dem")
-        return obj.to_dataset(name=name)
+        return obj.to_dataset(name=obj.name if obj.name in _VARIABLES else _variable_of(obj))
 
     def validate(self, **kwargs: Any) -> xr.Dataset | xr.DataArray:
         """Check the scene (:func:`xcloudfree.validate_scene`) and return the object unchanged."""
@@ -85,9 +97,32 @@ class _CloudfreeAccessor:
 
 @xr.register_dataset_accessor("cloudfree")
 class CloudfreeDatasetAccessor(_CloudfreeAccessor):
-    """Cloud removal on a scene Dataset (``s2``, ``s1``, ``dem``, ``s2_clear``)."""
+    """Cloud removal on a scene Dataset (``s2``, ``s1``, ``dem``, ``s2_clear``).
+
+    Examples
+    --------
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64, seed=1)
+    >>> scene.cloudfree.validate() is scene
+    True
+    >>> scores = scene.cloudfree.evaluate(prediction="s2")  # the cloudy input scored against the clear truth
+    >>> round(float(scores["psnr"]), 1)
+    11.1
+    """
 
 
 @xr.register_dataarray_accessor("cloudfree")
 class CloudfreeDataArrayAccessor(_CloudfreeAccessor):
-    """Cloud removal on one variable: an S2 ``(band, y, x)`` or S1 ``(polarization, y, x)`` DataArray."""
+    """Cloud removal on one variable: an S2 ``(band, y, x)`` or S1 ``(polarization, y, x)`` DataArray.
+
+    Extra dims (a ``time`` axis) may stand anywhere: the ``band`` or ``polarization`` dim says what the array is.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> import xcloudfree as xcf
+    >>> s2 = xcf.datasets.synthetic_scene(size=64, seed=1)["s2"]
+    >>> series = xr.concat([s2, s2], dim="time")  # (time, band, y, x): still Sentinel-2
+    >>> series.cloudfree.mask()["mask"].dims
+    ('time', 'y', 'x')
+    """

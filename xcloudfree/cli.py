@@ -1,4 +1,8 @@
-"""The ``xcloudfree`` command: thin wrappers over the library, one sub-command per job."""
+"""The ``xcloudfree`` command: one sub-command per job of :mod:`xcloudfree.jobs`.
+
+Commands parse arguments, call the job and print; expected errors become one line and exit code 2 (``_Commands``).
+Jobs are imported inside the commands, so that ``xcloudfree --help`` loads none of their libraries.
+"""
 
 from __future__ import annotations
 
@@ -65,74 +69,35 @@ def main(
     """Remove clouds from Sentinel-2 images with Sentinel-1 SAR."""
 
 
-def _fail(err: Exception) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(code=2)
-
-
 @app.command()
 def info(
     file: Annotated[Path, typer.Argument(help="A GeoTIFF / COG.")],
     as_: Annotated[str, typer.Option("--as", help="Read as s2, s1, dem or auto (by band count).")] = "auto",
 ) -> None:
     """Say what a GeoTIFF is, read as a scene variable."""
-    from .io.inspect import describe_file
+    from .jobs.inspect import describe_file
 
-    try:
-        typer.echo(describe_file(file, as_=as_))
-    except ValueError as err:
-        _fail(err)
+    typer.echo(describe_file(file, as_=as_))
 
 
 @app.command()
 def models() -> None:
     """List the networks with their parameter counts, specs and the real-data PSNR gain of their bundled weights."""
-    from .models import summary
+    from .jobs.weights import list_models
 
-    for row in summary():
+    for row in list_models():
         spec = row["spec"]
         inputs = ", ".join(spec["input_order"]) or "(any)"
         outputs = ", ".join(spec["output_bands"])
         typer.echo(
             f"{row['name']:<22} {row['parameters']:>12,} params  {spec['role']:<13} {spec['normalization']:<7} "
             f"multiple {spec['size_multiple']:<3} halo {spec['halo']:<3} in [{inputs}] → out [{outputs}]  "
-            f"real-data PSNR gain: {_real_data_gain(row['name'])}"
+            f"real-data PSNR gain: {row['real_data_gain']}"
         )
     typer.echo(
         "real-data PSNR gain: PSNR inside the cloud mask minus the cloudy input's, on real SEN12MS-CR images, of the "
         "bundled weights (bench/bench_real.py, docs/real-data.md); n/a: no bundled weights."
     )
-
-
-def _real_data_gain(name: str, scores_file: Path | None = None) -> str:
-    """The real-data PSNR gain of the bundled weights of ``name`` from the JSON bench/bench_real.py writes.
-
-    ``scores_file`` defaults to ``real_data_scores.json`` beside the bundled weights.
-    """
-    import json
-
-    from .inference.engine import _bundled_weights
-    from .models import file_sha256
-
-    weights = _bundled_weights(name)
-    if weights is None:
-        return "n/a"
-    try:
-        scores = json.loads((scores_file or weights.with_name("real_data_scores.json")).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return "not scored"
-    entry = scores.get("models", {}).get(weights.name)
-    if not entry or entry.get("psnr_gain_in_mask_db") is None:
-        return "not scored"
-    if entry.get("sha256") != file_sha256(weights):
-        return "not scored (weights changed since bench/bench_real.py ran)"
-    gain, worse = entry["psnr_gain_in_mask_db"], entry.get("images_worse_than_cloudy", 0)
-    text = f"{gain:+.1f} dB".replace("-", "\u2212")
-    if gain < 0:
-        return f"{text} (demo only: worse than the cloudy input)"
-    if entry.get("psnr_mask", 0) < entry.get("fill_psnr_mask_same_images", -1):
-        return f"{text} (demo only: below filling the clouds with the clear pixels' median)"
-    return f"{text} (worse than the cloudy input on {worse} of {entry['images_with_clouds']} images)" if worse else text
 
 
 @app.command("import-weights")
@@ -147,24 +112,18 @@ def import_weights(
     """Convert published weights into an xcloudfree checkpoint, without unpickling anything."""
     import json
 
-    from .models.importers import convert
+    from .jobs.weights import convert_weights
 
-    try:
-        hparams = {}
-        for item in hparam or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--hparam: expected KEY=VALUE, found {item!r}")
-            try:
-                hparams[key] = json.loads(value)
-            except json.JSONDecodeError:
-                hparams[key] = value
-        path = convert(file, out, arch, **hparams)
-    except ValueError as err:
-        _fail(err)
-    from .models import read_metadata
-
-    info = read_metadata(path)
+    hparams = {}
+    for item in hparam or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--hparam: expected KEY=VALUE, found {item!r}")
+        try:
+            hparams[key] = json.loads(value)
+        except json.JSONDecodeError:
+            hparams[key] = value
+    path, info = convert_weights(file, out, arch, **hparams)
     imported = info["metadata"]["imported_from"]
     hp = ", ".join(f"{k}={v}" for k, v in info["hparams"].items())
     typer.echo(f"{info['architecture']}({hp}) from {imported['source']} (sha256 {imported['sha256'][:12]}…)")
@@ -183,16 +142,9 @@ def mask(
     chunk: Annotated[int, typer.Option(help="Dask chunk side in pixels.")] = 2048,
 ) -> None:
     """Cloud and shadow mask of a Sentinel-2 image as a COG (uint8: 0 clear, 1 cloud, 2 shadow, 255 nodata)."""
-    from .io import read_s2, write_cog
-    from .masking import detect, to_classes
+    from .jobs.mask import mask_file
 
-    try:
-        image = read_s2(s2, product=product, chunks={"x": chunk, "y": chunk})
-        masks = detect(image, method=method)
-        layer = masks["cloud_probability"] if probability else to_classes(masks)
-        path = write_cog(layer, out, progress=True)
-    except ValueError as err:
-        _fail(err)
+    path = mask_file(s2, out, method=method, probability=probability, product=product, chunk=chunk, progress=True)
     typer.echo(f"mask: {path}")
 
 
@@ -224,36 +176,27 @@ def remove(
     workers: Annotated[int, typer.Option(help="Start a local Dask cluster of N worker processes (0: threads).")] = 0,
 ) -> None:
     """Remove clouds from a Sentinel-2 GeoTIFF with a network, tile by tile, streaming to a COG."""
-    import contextlib
+    from .jobs.remove import remove_clouds
 
-    from .inference import predict
-    from .io import open_scene, write_cog
-
-    with contextlib.ExitStack() as stack:
-        if workers > 0:
-            from distributed import Client, LocalCluster
-
-            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None))
-            stack.enter_context(Client(cluster))
-        try:
-            scene = open_scene(
-                s2=s2, s1=s1, dem=dem, product=product, chunks={"x": chunk, "y": chunk}, max_nan_fraction=1.0
-            )
-            result = predict(
-                scene,
-                model,
-                tile=tile,
-                overlap=overlap,
-                blend=blend,
-                batch_size=batch_size,
-                device=device,
-                mask=mask_method,
-                keep_clear=keep_clear,
-                feather=feather,
-            )
-            path = write_cog(result["s2_cloudfree"], out, progress=True)
-        except ValueError as err:
-            _fail(err)
+    path = remove_clouds(
+        s2,
+        out,
+        s1=s1,
+        dem=dem,
+        model=model,
+        product=product,
+        chunk=chunk,
+        workers=workers,
+        progress=True,
+        tile=tile,
+        overlap=overlap,
+        blend=blend,
+        batch_size=batch_size,
+        device=device,
+        mask=mask_method,
+        keep_clear=keep_clear,
+        feather=feather,
+    )
     typer.echo(f"cloud-free: {path}")
 
 
@@ -288,62 +231,35 @@ def fill(
     workers: Annotated[int, typer.Option(help="Start a local Dask cluster of N worker processes (0: threads).")] = 0,
 ) -> None:
     """Search a STAC API, load the S2 (+ S1) time series and fill its cloudy pixels into a Zarr cube."""
-    import contextlib
+    from .jobs.fill import fill_from_stac
 
-    from .io import stac, write_zarr
-    from .timeseries import fill as fill_series
-
-    methods = _names(method) or ["linear"]
     try:
         area = [float(v) for v in bbox.split(",")]
     except ValueError:
         area = []
     if len(area) != 4:
         raise ValueError(f"--bbox: expected min_lon,min_lat,max_lon,max_lat, found {bbox!r}")
-    with contextlib.ExitStack() as stack:
-        if workers > 0:
-            import importlib.util
-
-            from distributed import Client, LocalCluster
-
-            has_dashboard = importlib.util.find_spec("bokeh") is not None
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    dashboard_address="127.0.0.1:0" if has_dashboard else None,
-                )
-            )
-            stack.enter_context(Client(cluster))
-            link = cluster.dashboard_link if has_dashboard else "unavailable (pip install bokeh)"
-            typer.echo(f"dask: {workers} workers, dashboard {link}")
-        items = stac.search(stac_url, bbox=area, datetime=datetime, collections=_names(collections))
-        typer.echo(f"sentinel-2: {len(items)} item(s)")
-        items_s1 = None
-        if s1_collections:
-            wide = stac.widen_datetime(datetime, s1_window_days)
-            items_s1 = stac.search(stac_url, bbox=area, datetime=wide, collections=_names(s1_collections))
-            typer.echo(f"sentinel-1: {len(items_s1)} item(s)")
-        ts = stac.load(
-            items,
-            items_s1,
-            dem=dem,
-            crs=crs,
-            resolution=resolution,
-            bbox=area,
-            chunks={"x": chunk, "y": chunk},
-            s1_window_days=s1_window_days,
-        )
-        result = fill_series(ts, methods, mask=mask_method, max_gap_days=max_gap_days, model=model)
-        if workers > 0:
-            path = write_zarr(result, out)  # progress: the dashboard
-        else:
-            from tqdm.dask import TqdmCallback
-
-            with TqdmCallback(desc="filling"):
-                path = write_zarr(result, out)
-    sizes = ", ".join(f"{k} {v}" for k, v in result.sizes.items())
-    typer.echo(f"cube: {path} ({sizes})")
+    path, sizes = fill_from_stac(
+        stac_url,
+        out,
+        collections=_names(collections),
+        bbox=area,
+        datetime=datetime,
+        s1_collections=_names(s1_collections),
+        s1_window_days=s1_window_days,
+        methods=_names(method) or ["linear"],
+        mask=mask_method,
+        max_gap_days=max_gap_days,
+        model=model,
+        resolution=resolution,
+        crs=crs,
+        dem=dem,
+        chunk=chunk,
+        workers=workers,
+        progress=True,
+        log=typer.echo,
+    )
+    typer.echo(f"cube: {path} ({', '.join(f'{k} {v}' for k, v in sizes.items())})")
 
 
 @app.command()
@@ -356,12 +272,9 @@ def evaluate(
     plot: Annotated[Path | None, typer.Option("--plot", help="Figure PNG: error map and per-band nRMSE.")] = None,
 ) -> None:
     """Score a prediction against a target: MAE, RMSE, PSNR, SSIM, SAM (+ masked scores with --cloudy --mask)."""
-    from .metrics.report import evaluate_files
+    from .jobs.evaluate import evaluate_files
 
-    try:
-        report = evaluate_files(pred, target, cloudy=cloudy, mask=mask_method, json_path=json_out, plot_path=plot)
-    except ValueError as err:
-        _fail(err)
+    report = evaluate_files(pred, target, cloudy=cloudy, mask=mask_method, json_path=json_out, plot_path=plot)
     for key in ("mae", "rmse", "psnr", "ssim", "sam"):
         typer.echo(f"{key:>5}: {report[key]:.6g}")
     typer.echo(f"report: {json_out}")
@@ -376,13 +289,9 @@ def train(
     ] = False,
 ) -> None:
     """Train a network from a configuration; writes checkpoints, CSV logs and the final model."""
-    from .training import train as run
+    from .training import train as run  # the training job lives with the trainers
 
-    try:
-        path = run(config, resume=resume, allow_changes=allow_changes)
-    except ValueError as err:
-        _fail(err)
-    typer.echo(f"model: {path}")
+    typer.echo(f"model: {run(config, resume=resume, allow_changes=allow_changes)}")
 
 
 @app.command()
@@ -393,11 +302,7 @@ def demo(
     cloud_cover: Annotated[float, typer.Option(help="Cloud cover fraction, 0–1.")] = 0.4,
 ) -> None:
     """Run the main job on a synthetic scene: write COGs and a quicklook PNG."""
-    from .demo import run_demo
+    from .jobs.demo import run_demo
 
-    try:
-        written = run_demo(out, size=size, seed=seed, cloud_cover=cloud_cover)
-    except ValueError as err:
-        _fail(err)
-    for name, path in written.items():
+    for name, path in run_demo(out, size=size, seed=seed, cloud_cover=cloud_cover).items():
         typer.echo(f"{name:>10}: {path}")

@@ -54,6 +54,15 @@ def plot_evaluation(
     matplotlib.figure.Figure
         Left: per-pixel RMSE over the bands (block-averaged down to at most 1024 px a side); right: RMSE of each
         band divided by its value range in the target (:func:`xcloudfree.metrics.band_nrmse`).
+
+    Examples
+    --------
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> pred, target = xcf.sensors.reflectance(scene.s2), xcf.sensors.reflectance(scene.s2_clear)
+    >>> fig = xcf.plot.plot_evaluation(pred, target, mask=scene.cloud_truth)  # path="eval.png" writes a PNG
+    >>> [ax.get_title() for ax in fig.axes[:2]]
+    ['error map (64 × 64 px), mask in cyan', 'per-band nRMSE']
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -104,13 +113,29 @@ def plot_evaluation(
 
 
 def rgb(s2: Any, *, bands: Sequence[str] = ("B04", "B03", "B02"), gain: float = 3.0) -> np.ndarray:
-    """A display image (height, width, 3) in [0, 1] from an S2 DataArray in DN: reflectance × ``gain``, clipped."""
+    """A display image (height, width, 3) in [0, 1] from an S2 DataArray in DN: reflectance × ``gain``, clipped.
+
+    >>> import xcloudfree as xcf
+    >>> image = xcf.plot.rgb(xcf.datasets.synthetic_scene(size=64).s2_clear)
+    >>> image.shape, image.dtype, 0 <= float(image.min()) <= float(image.max()) <= 1
+    ((64, 64, 3), dtype('float32'), True)
+    """
     data = np.asarray(s2.sel(band=list(bands)).values, dtype=np.float32)
     return np.clip(np.moveaxis(data, 0, -1) / 10000.0 * gain, 0.0, 1.0)
 
 
 def quicklook(panels: dict[str, np.ndarray], path: str | os.PathLike, *, panel_size: float = 4.0) -> Path:
-    """Panels side by side as a PNG (written atomically): RGB arrays (h, w, 3) in [0, 1] or layers (h, w)."""
+    """Panels side by side as a PNG (written atomically): RGB arrays (h, w, 3) in [0, 1] or layers (h, w).
+
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64)
+    >>> panels = {"cloudy": xcf.plot.rgb(scene.s2), "clouds": scene.cloud_opacity.values}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = xcf.plot.quicklook(panels, f"{tmp}/quicklook.png", panel_size=2)
+    ...     print(path.name, path.read_bytes()[1:4])
+    quicklook.png b'PNG'
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -156,6 +181,20 @@ def timeseries_strip(
     Returns
     -------
     pathlib.Path of the PNG: one column per date, rows cloudy | filled | fill_source.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np, xarray as xr
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=32, cloud_cover=0.3)
+    >>> time = np.array(["2024-06-01", "2024-06-11"], dtype="datetime64[ns]")
+    >>> ts = xr.Dataset({"s2": xr.concat([scene.s2_clear, scene.s2], dim="time")}).assign_coords(time=time)
+    >>> filled = xcf.timeseries.fill(ts, "nearest", mask="dsen2cr")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = xcf.plot.timeseries_strip(filled, f"{tmp}/strip.png")
+    ...     print(path.name, path.read_bytes()[1:4])
+    strip.png b'PNG'
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap

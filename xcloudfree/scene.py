@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import rioxarray  # noqa: F401  (registers the .rio accessor the grid checks use)
 import xarray as xr
 
 from .sensors import S1_POLARIZATIONS, S2_BAND_NAMES, S2_L2A_BAND_NAMES
@@ -65,6 +64,18 @@ def name_s2_bands(
     -------
     xarray.DataArray
         ``(band, y, x)`` with a ``band`` coordinate of Sentinel-2 names; attrs ``product`` and ``units`` set.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from xcloudfree.scene import name_s2_bands
+    >>> stack = xr.DataArray(np.zeros((12, 8, 8), np.uint16), dims=("band", "y", "x"))  # 12 unnamed bands
+    >>> s2 = name_s2_bands(stack, product="L2A")
+    >>> s2["band"].values[-3:].tolist(), s2.attrs
+    (['B09', 'B11', 'B12'], {'product': 'L2A', 'units': 'DN'})
+    >>> pair = xr.DataArray(np.zeros((2, 8, 8), np.uint16), dims=("band", "y", "x"), coords={"band": ["B4", "B8"]})
+    >>> name_s2_bands(pair, bands={"B4": "B04", "B8": "B08"})["band"].values.tolist()
+    ['B04', 'B08']
     """
     n = da.sizes[da.dims[0]]
     if product is not None and (not isinstance(product, str) or product.upper() not in ("L1C", "L2A")):
@@ -137,6 +148,14 @@ def name_s1_polarizations(
     -------
     xarray.DataArray
         ``(polarization, y, x)`` with a ``polarization`` coordinate; attr ``units`` set to dB when absent.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from xcloudfree.scene import name_s1_polarizations
+    >>> s1 = name_s1_polarizations(xr.DataArray(np.full((2, 8, 8), -12.0, np.float32), dims=("band", "y", "x")))
+    >>> s1.dims, s1["polarization"].values.tolist(), s1.attrs["units"]
+    (('polarization', 'y', 'x'), ['VV', 'VH'], 'dB')
     """
     n = da.sizes[da.dims[0]]
     carried, source = _carried_names(da)
@@ -216,6 +235,8 @@ def _coord_names(da: xr.DataArray) -> list[str] | None:
 
 
 def _grid(da: xr.DataArray) -> dict[str, Any]:
+    import rioxarray  # noqa: F401  (registers .rio; here, not at the top: it would slow every `import xcloudfree`)
+
     # A bare array built from numpy has no x/y coordinates, hence no transform.
     georeferenced = all(d in da.coords for d in _SPATIAL) and da.sizes["x"] > 1 and da.sizes["y"] > 1
     transform = da.rio.transform(recalc=True) if georeferenced else None
@@ -232,6 +253,14 @@ def check_same_grid(reference: xr.DataArray, other: xr.DataArray, *, name: str, 
     """Raise a ``ValueError`` naming ``name`` unless ``other`` lies on the grid of ``reference``.
 
     Same CRS, same shape and the same transform (to 1e-6 of a pixel).
+
+    >>> import xcloudfree as xcf
+    >>> from xcloudfree.scene import check_same_grid
+    >>> scene = xcf.datasets.synthetic_scene(size=64)
+    >>> check_same_grid(scene.s2, scene.dem, name="dem")  # same grid: nothing happens
+    >>> check_same_grid(scene.s2, scene.dem.isel(x=slice(1, None)), name="dem")
+    Traceback (most recent call last):
+    ValueError: dem: expected the grid of s2 (CRS EPSG:32633, shape 64×64, ...), found ... shape 64×63, ...
     """
     a, b = _grid(reference), _grid(other)
     same = a["shape"] == b["shape"] and a["crs"] == b["crs"]
@@ -277,6 +306,19 @@ def make_scene(
     Returns
     -------
     xarray.Dataset on the grid of the first georeferenced variable, CRS kept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xcloudfree.scene import make_scene
+    >>> rng = np.random.default_rng(0)
+    >>> scene = make_scene(
+    ...     s2=rng.integers(500, 3000, (13, 32, 32)).astype(np.uint16),  # 13 unnamed bands: L1C
+    ...     s1=rng.uniform(-20, -5, (2, 32, 32)).astype(np.float32),  # dB, VV then VH
+    ...     dem=np.full((32, 32), 250.0, np.float32),
+    ... )
+    >>> list(scene.data_vars), scene.s2.dims, scene.s1["polarization"].values.tolist()
+    (['s2', 's1', 'dem'], ('band', 'y', 'x'), ['VV', 'VH'])
     """
     parts = {"s2": s2, "s1": s1, "dem": dem, "s2_clear": s2_clear}
     parts = {k: v for k, v in parts.items() if v is not None}
@@ -292,6 +334,8 @@ def make_scene(
         a, b = [str(v) for v in arrays["s2"]["band"].values], [str(v) for v in arrays["s2_clear"]["band"].values]
         if a != b:
             raise ValueError(f"s2_clear: expected the bands of s2 {a}, found {b}")
+    import rioxarray  # noqa: F401  (registers .rio, see _grid)
+
     crs = first.rio.crs
     # Identical grids may still differ by float noise in x/y: take the reference coordinates.
     ref_coords = {d: first.coords[d] for d in _SPATIAL if d in first.coords}
@@ -340,6 +384,15 @@ def validate_scene(ds: xr.Dataset, *, check_values: bool | None = None, max_nan_
     ``max_nan_fraction``. In-memory data are checked whole. Lazy (Dask) data are checked on a sample of
     :data:`SAMPLE_WINDOWS` small windows spread over the scene (see :func:`value_sample`), which reads a few blocks
     instead of the scene; ``check_values=True`` checks every value (computes the whole array), ``False`` none.
+
+    >>> import xcloudfree as xcf
+    >>> from xcloudfree.scene import validate_scene
+    >>> scene = xcf.datasets.synthetic_scene(size=64)
+    >>> validate_scene(scene) is scene
+    True
+    >>> validate_scene(scene.assign(s2=scene.s2 / 10000))  # 0–1 reflectance instead of DN
+    Traceback (most recent call last):
+    ValueError: s2: expected digital numbers (reflectance × 10000, ...), found values in [...] that look like 0–1 ...
     """
     if not isinstance(ds, xr.Dataset):
         raise ValueError(f"ds: expected an xarray.Dataset scene, found {type(ds).__name__}")
@@ -387,6 +440,16 @@ def value_sample(da: xr.DataArray, *, name: str | None = None) -> np.ndarray:
     -------
     numpy.ndarray
         ``(..., n)``: the leading dims kept, the windows' pixels flattened last.
+
+    Examples
+    --------
+    >>> import xcloudfree as xcf
+    >>> from xcloudfree.scene import value_sample
+    >>> scene = xcf.datasets.synthetic_scene(size=64)
+    >>> value_sample(scene.s2).shape  # in memory: 4 × 4 windows of 32 × 32 px (overlapping on 64 px)
+    (13, 16384)
+    >>> value_sample(scene.s2.chunk({"y": 32, "x": 32})).shape  # Dask: the first and the last chunk only
+    (13, 2048)
     """
     try:
         if _is_lazy(da):
@@ -486,6 +549,13 @@ def check_values_of(
     """Raise a ``ValueError`` naming ``name`` when ``values`` (all, or a sample) are not what ``kind`` holds.
 
     ``kind``: ``"s2"`` / ``"s2_clear"`` (DN: not 0–1 reflectance, not 8-bit), ``"s1"`` (dB, not linear), ``"dem"``.
+
+    >>> import numpy as np
+    >>> from xcloudfree.scene import check_values_of
+    >>> check_values_of("s1", np.array([-15.0, -8.5, -21.0]), kind="s1")  # dB: fine
+    >>> check_values_of("s1", np.array([0.03, 0.14, 0.008]), kind="s1")
+    Traceback (most recent call last):
+    ValueError: s1: expected backscatter in dB (...), found values in [0.008, 0.14] that look linear; convert ...
     """
     what = " in a sample of the (lazy) data" if sampled else ""
     if values.dtype.kind not in "uif":

@@ -37,7 +37,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Band:
-    """One Sentinel-2 MSI band: name, native resolution (m) and central wavelength (nm)."""
+    """One Sentinel-2 MSI band: name, native resolution (m) and central wavelength (nm).
+
+    >>> from xcloudfree.sensors import S2_BANDS
+    >>> S2_BANDS[3]
+    Band(name='B04', resolution=10, wavelength=664.6, description='red')
+    """
 
     name: str
     resolution: int
@@ -107,7 +112,12 @@ PRESETS: tuple[str, ...] = tuple(_S2_PRESETS)
 
 
 def preset_range(preset: Preset) -> tuple[float, float]:
-    """The range (low, high) a preset maps S2 DN [0, 10000] onto, e.g. (0, 5) for dsen2cr."""
+    """The range (low, high) a preset maps S2 DN [0, 10000] onto, e.g. (0, 5) for dsen2cr.
+
+    >>> from xcloudfree.sensors import preset_range
+    >>> preset_range("dsen2cr"), preset_range("tanh")
+    ((0.0, 5.0), (-1.0, 1.0))
+    """
     affine = _S2_PRESETS[_preset(preset)]
     return affine.start, affine.start + affine.span
 
@@ -134,12 +144,24 @@ def _s1_affine(preset: str, polarization: str) -> _Affine:
 
 
 def db_to_linear(x: Any) -> Any:
-    """Backscatter in dB → linear power: ``10 ** (x / 10)``."""
+    """Backscatter in dB → linear power: ``10 ** (x / 10)``.
+
+    >>> import numpy as np
+    >>> from xcloudfree.sensors import db_to_linear
+    >>> db_to_linear(np.array([-20.0, -10.0, 0.0])).tolist()
+    [0.01, 0.1, 1.0]
+    """
     return 10.0 ** (x / 10.0)
 
 
 def linear_to_db(x: Any) -> Any:
-    """Linear power → dB: ``10 · log10(x)``; zero and negative values give -inf and NaN (nodata)."""
+    """Linear power → dB: ``10 · log10(x)``; zero and negative values give -inf and NaN (nodata).
+
+    >>> import numpy as np
+    >>> from xcloudfree.sensors import linear_to_db
+    >>> linear_to_db(np.array([0.01, 1.0, 0.0, -1.0])).tolist()
+    [-20.0, 0.0, -inf, nan]
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         if hasattr(x, "log10"):  # torch
             return 10.0 * x.log10()
@@ -155,12 +177,26 @@ def normalize_s2(x: Any, preset: Preset = "dsen2cr") -> Any:
         Reflectance × 10000 with any processing-baseline offset already applied.
     preset : {"dsen2cr", "unit", "tanh"}
         Clip to [0, 10000], then map to [0, 5], [0, 1] or [-1, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xcloudfree.sensors import normalize_s2
+    >>> dn = np.array([0, 2500, 10000, 12000])
+    >>> normalize_s2(dn).tolist(), normalize_s2(dn, "tanh").tolist()
+    ([0.0, 1.25, 5.0, 5.0], [-1.0, -0.5, 1.0, 1.0])
     """
     return _S2_PRESETS[_preset(preset)].forward(x)
 
 
 def denormalize_s2(y: Any, preset: Preset = "dsen2cr") -> Any:
-    """Inverse of :func:`normalize_s2` (exact for DN in [0, 10000])."""
+    """Inverse of :func:`normalize_s2` (exact for DN in [0, 10000]).
+
+    >>> import numpy as np
+    >>> from xcloudfree.sensors import denormalize_s2
+    >>> denormalize_s2(np.array([0.0, 1.25, 5.0])).tolist()
+    [0.0, 2500.0, 10000.0]
+    """
     return _S2_PRESETS[_preset(preset)].inverse(y)
 
 
@@ -173,12 +209,26 @@ def normalize_s1(x: Any, preset: Preset = "dsen2cr", polarizations: tuple[str, .
         Backscatter in dB; the first axis follows ``polarizations`` (ignored for xarray input, which says its own).
     preset : {"dsen2cr", "unit", "tanh"}
         dsen2cr: VV [-25, 0] and VH [-32.5, 0] → [0, 2]; unit: the same ranges → [0, 1]; tanh: [-25, 0] → [-1, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xcloudfree.sensors import normalize_s1
+    >>> db = np.array([[-25.0, -12.5, 5.0], [-32.5, -16.25, 0.0]])  # (VV, VH) × 3 pixels
+    >>> normalize_s1(db).tolist()
+    [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]
     """
     return _per_polarization(x, preset, polarizations, inverse=False)
 
 
 def denormalize_s1(y: Any, preset: Preset = "dsen2cr", polarizations: tuple[str, ...] = S1_POLARIZATIONS) -> Any:
-    """Inverse of :func:`normalize_s1` (exact inside the clipping range)."""
+    """Inverse of :func:`normalize_s1` (exact inside the clipping range).
+
+    >>> import numpy as np
+    >>> from xcloudfree.sensors import denormalize_s1
+    >>> denormalize_s1(np.array([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]])).tolist()
+    [[-25.0, -12.5, 0.0], [-32.5, -16.25, 0.0]]
+    """
     return _per_polarization(y, preset, polarizations, inverse=True)
 
 
@@ -213,6 +263,12 @@ def processing_offset(attrs: dict) -> float:
 
     ``attrs["offset"]`` wins when present; otherwise processing baseline 04.00 and later
     (``attrs["processing_baseline"]``, e.g. ``"04.00"`` or ``4.0``) means −1000, earlier baselines 0.
+
+    >>> from xcloudfree.sensors import processing_offset
+    >>> processing_offset({"processing_baseline": "05.09"}), processing_offset({"processing_baseline": "02.06"})
+    (-1000.0, 0.0)
+    >>> processing_offset({"processing_baseline": "05.09", "offset": 0})  # already applied
+    0.0
     """
     if "offset" in attrs:
         return float(attrs["offset"])
@@ -233,6 +289,14 @@ def harmonize_s2(s2: Any) -> Any:
 
     Returns float32 DN with ``attrs["offset"] = 0``; input without an offset is returned unchanged.
     Lazy on Dask.
+
+    >>> import numpy as np, xarray as xr
+    >>> from xcloudfree.sensors import harmonize_s2
+    >>> s2 = xr.DataArray(np.array([[[1000, 3500]]], np.uint16), dims=("band", "y", "x"),
+    ...                   attrs={"units": "DN", "processing_baseline": "05.00"})
+    >>> out = harmonize_s2(s2)
+    >>> out.values.ravel().tolist(), out.dtype, out.attrs["offset"], out.attrs["offset_applied"]
+    ([0.0, 2500.0], dtype('float32'), 0, -1000.0)
     """
     offset = processing_offset(s2.attrs)
     if offset == 0:
@@ -244,7 +308,16 @@ def harmonize_s2(s2: Any) -> Any:
 
 
 def reflectance(s2: Any) -> Any:
-    """S2 DN → reflectance in [0, 1] (offset applied, clipped), float32: the scale of metrics and masks."""
+    """S2 DN → reflectance in [0, 1] (offset applied, clipped), float32: the scale of metrics and masks.
+
+    >>> import numpy as np, xarray as xr
+    >>> from xcloudfree.sensors import reflectance
+    >>> s2 = xr.DataArray(np.array([[[1000, 3500, 12000]]], np.uint16), dims=("band", "y", "x"),
+    ...                   attrs={"processing_baseline": "05.00"})
+    >>> r = reflectance(s2)
+    >>> r.values.ravel().round(4).tolist(), r.dtype
+    ([0.0, 0.25, 1.0], dtype('float32'))
+    """
     if hasattr(s2, "attrs"):
         s2 = harmonize_s2(s2)
     return normalize_s2(s2.astype("float32") if hasattr(s2, "astype") else s2, "unit")

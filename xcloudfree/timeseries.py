@@ -101,8 +101,24 @@ def fill(
 
     Examples
     --------
-    >>> out = xcf.timeseries.fill(ts, ["linear", "model"], mask="scl", max_gap_days=30, model="dsen2cr")
-    >>> out = ts.cloudfree.fill("nearest", mask="s2cloudless", max_gap_days=20)
+    Three dates of one synthetic field, cloudy on the middle one, with the true clouds and shadows as the mask:
+
+    >>> import numpy as np, xarray as xr
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=32, cloud_cover=0.3)
+    >>> time = np.array(["2024-06-01", "2024-06-11", "2024-06-21"], dtype="datetime64[ns]")
+    >>> ts = xr.Dataset({"s2": xr.concat([scene.s2_clear, scene.s2, scene.s2_clear], dim="time")})
+    >>> ts = ts.assign_coords(time=time)
+    >>> cloudy = scene.cloud_truth | scene.shadow_truth
+    >>> mask = xr.concat([cloudy & False, cloudy, cloudy & False], dim="time").assign_coords(time=time)
+    >>> out = xcf.timeseries.fill(ts, "linear", mask=mask)
+    >>> out.s2_filled.dims, np.bincount(out.fill_source.values.ravel()).tolist()  # pixels: observed, temporal
+    (('time', 'band', 'y', 'x'), [2757, 315])
+    >>> float(abs(out.s2_filled[1] - scene.s2_clear).where(mask[1]).max())  # the clear ground restored
+    0.0
+
+    On real series: ``xcf.timeseries.fill(ts, ["linear", "model"], mask="scl", max_gap_days=30,
+    model="dsen2cr")``, or ``ts.cloudfree.fill("nearest", mask="s2cloudless", max_gap_days=20)``.
     """
     if isinstance(ts, xr.DataArray):
         ts = ts.to_dataset(name="s2")
@@ -207,6 +223,23 @@ def leave_one_out(
     list of dict, one per (date, method): ``date``, ``method``, ``pixels`` (scored), ``filled`` (share of them
     filled), and the ``*_reconstruction`` scores of :func:`xcloudfree.metrics.evaluate` (reflectance 0–1; MAE,
     RMSE, PSNR dB, SAM degrees, SSIM) of the filled against the true values, inside the hidden pixels.
+
+    Examples
+    --------
+    Three clear dates 10 days apart, each 100 DN (0.01) brighter than the one before; a 16 × 16 hole on the
+    middle one:
+
+    >>> import numpy as np, xarray as xr
+    >>> import xcloudfree as xcf
+    >>> clear = xcf.datasets.synthetic_scene(size=32).s2_clear
+    >>> time = np.array(["2024-06-01", "2024-06-11", "2024-06-21"], dtype="datetime64[ns]")
+    >>> ts = xr.Dataset({"s2": xr.concat([clear, clear + 100, clear + 200], dim="time").assign_coords(time=time)})
+    >>> hole = np.zeros((32, 32), bool)
+    >>> hole[8:24, 8:24] = True
+    >>> no_clouds = xr.zeros_like(ts.s2.isel(band=0), dtype=bool)
+    >>> rows = xcf.timeseries.leave_one_out(ts, {1: hole}, ["linear", "nearest"], mask=no_clouds)
+    >>> [(r["method"], r["pixels"], round(r["mae_reconstruction"], 3)) for r in rows]
+    [('linear', 256, 0.0), ('nearest', 256, 0.01)]
     """
     from .metrics import evaluate
     from .sensors import reflectance
@@ -312,7 +345,7 @@ def _cloud_mask(ts: xr.Dataset, s2: xr.DataArray, mask: Any, options: dict, yx_c
 
 def _valid(s2: xr.DataArray) -> list[Any]:
     """Per date: (y, x) bool, every band finite and none at the nodata value."""
-    from .masking._common import nodata_of
+    from .masking.blocks import nodata_of
 
     data = s2.data
     nodata = nodata_of(s2)

@@ -64,6 +64,13 @@ def perlin_noise(
     Returns
     -------
     numpy.ndarray (height, width), float32, zero mean and unit standard deviation.
+
+    Examples
+    --------
+    >>> from xcloudfree.datasets import perlin_noise
+    >>> noise = perlin_noise((64, 96), seed=0, scale=32.0)
+    >>> noise.shape, noise.dtype, round(float(noise.mean()), 3), round(float(noise.std()), 3)
+    ((64, 96), dtype('float32'), 0.0, 1.0)
     """
     h, w = _shape2(shape)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -147,6 +154,15 @@ def perlin_clouds(
     Returns
     -------
     numpy.ndarray (height, width), float32 in [0, 1].
+
+    Examples
+    --------
+    >>> from xcloudfree.datasets import perlin_clouds
+    >>> opacity = perlin_clouds(128, seed=1, cover=0.3)
+    >>> round(float((opacity >= 0.1).mean()), 3), float(opacity.min()), float(opacity.max())  # cover, range
+    (0.3, 0.0, 1.0)
+    >>> round(float(((opacity > 0) & (opacity < 1)).mean()), 3)  # thin margins
+    0.193
     """
     if not 0.0 <= cover <= 1.0:
         raise ValueError(f"cover: expected a fraction in [0, 1], found {cover}")
@@ -176,6 +192,17 @@ def cast_shadows(
     Returns
     -------
     numpy.ndarray (height, width), float32 in [0, strength]; pixels under the cloud itself are not excluded.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xcloudfree.datasets import cast_shadows
+    >>> cloud = np.zeros((64, 64), np.float32)
+    >>> cloud[20:30, 20:30] = 1.0  # rows 20-29, columns 20-29
+    >>> shadow = cast_shadows(cloud, sun_azimuth=180.0, offset=10)  # sun in the south: shadow 10 px north
+    >>> rows, cols = np.nonzero(shadow > 0.5)
+    >>> (int(rows.min()), int(rows.max())), (int(cols.min()), int(cols.max())), round(float(shadow.max()), 2)
+    ((10, 19), (20, 29), 0.8)
     """
     azimuth = np.deg2rad(sun_azimuth)
     # Away from the sun: east = −sin(az), north = −cos(az); rows grow southwards.
@@ -201,6 +228,16 @@ def blend_clouds(
     bands : band names of ``clear`` (to pick the cloud's DN per band)
     spectrum : band → cloud DN, default :data:`CLOUD_SPECTRUM`
     texture : optional (height, width) brightness factor of the cloud (e.g. ``1 + 0.1·noise``)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xcloudfree.datasets import blend_clouds
+    >>> clear = np.full((13, 1, 4), 1000.0, np.float32)  # 13 bands of 1000 DN
+    >>> opacity = np.array([[0.0, 0.5, 1.0, 1.0]], np.float32)
+    >>> cloudy = blend_clouds(clear, opacity)
+    >>> cloudy[3, 0].tolist(), cloudy[10, 0].tolist()  # B04 and the cirrus band B10
+    ([1000.0, 3950.0, 6900.0, 6900.0], [1000.0, 1400.0, 1800.0, 1800.0])
     """
     spectrum = CLOUD_SPECTRUM if spectrum is None else spectrum
     missing = [b for b in bands if b not in spectrum]
@@ -219,6 +256,14 @@ def copy_paste_clouds(clear: Any, cloudy: Any, cloud_map: Any) -> Any:
     ----------
     clear, cloudy : (band, height, width) or (..., band, height, width) on the same grid and scale
     cloud_map : (height, width) continuous cloud map m in [0, 1] of ``cloudy`` (e.g. the cyclecr map)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xcloudfree.datasets import copy_paste_clouds
+    >>> clear, cloudy = np.zeros((3, 2, 2)), np.ones((3, 2, 2))
+    >>> copy_paste_clouds(clear, cloudy, np.array([[0.0, 0.25], [0.5, 1.0]]))[0].tolist()
+    [[0.0, 0.25], [0.5, 1.0]]
     """
     if tuple(clear.shape) != tuple(cloudy.shape):
         raise ValueError(f"cloudy: expected the shape of clear {tuple(clear.shape)}, found {tuple(cloudy.shape)}")

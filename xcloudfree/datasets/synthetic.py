@@ -80,6 +80,147 @@ def _hillshade(dem: np.ndarray, resolution: float, azimuth: float, elevation: fl
     return np.clip(shade, 0.0, 1.0).astype(np.float32)
 
 
+def _scene_shape(size: int | Sequence[int], cloud_cover: float) -> tuple[int, int]:
+    """(height, width) in pixels from ``size``, after checking it and ``cloud_cover``."""
+    h, w = (int(size), int(size)) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
+    if h < 8 or w < 8:
+        raise ValueError(f"size: expected at least 8×8 pixels, found {h}×{w}")
+    if not 0.0 <= cloud_cover <= 1.0:
+        raise ValueError(f"cloud_cover: expected a fraction in [0, 1], found {cloud_cover}")
+    return h, w
+
+
+def _terrain(
+    h: int, w: int, relief_rng: np.random.Generator, cover_rng: np.random.Generator, snow: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """DEM (float32 m: mean 400, standard deviation 180) and land cover (uint8, :data:`LAND_COVER`), both (h, w).
+
+    Water fills the lowest 7 % of the ground, snow (optional) the highest 8 %; elsewhere a second noise field
+    splits urban (8 %), bare soil (12 %), cropland (42 %) and forest (38 %).
+    """
+    big = max(h, w)
+    relief = perlin_noise((h, w), relief_rng, scale=max(big / 2, 32.0), octaves=6)
+    dem = (400.0 + 180.0 * relief).astype(np.float32)
+    cover_noise = perlin_noise((h, w), cover_rng, scale=max(big / 5, 24.0), octaves=4)
+    landcover = np.full((h, w), 2, np.uint8)
+    q = np.quantile(cover_noise, [0.08, 0.2, 0.62])
+    landcover[cover_noise < q[0]] = 3
+    landcover[(cover_noise >= q[0]) & (cover_noise < q[1])] = 4
+    landcover[cover_noise >= q[2]] = 1
+    landcover[relief < np.quantile(relief, 0.07)] = 0
+    if snow:
+        landcover[relief > np.quantile(relief, 0.92)] = 5
+    return dem, landcover
+
+
+def _surface(
+    landcover: np.ndarray,
+    dem: np.ndarray,
+    parcel_rng: np.random.Generator,
+    texture_rng: np.random.Generator,
+    *,
+    resolution: float,
+    sun_azimuth: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clear-sky TOA DN (13, h, w) float32, with the crop growth stage (h, w, 0.25–1) and illumination (h, w).
+
+    Class spectra, crop growth per field parcel, a fine texture (±5 %) and hillshade (0.85–1.15, normalised to a
+    scene mean of 1 in the DN).
+    """
+    h, w = landcover.shape
+    parcels = _parcels(h, w, parcel_rng)
+    growth = parcel_rng.uniform(0.25, 1.0, parcels.max() + 1).astype(np.float32)[parcels]
+    surface = _by_class(landcover, growth, SPECTRA)
+    texture = 1.0 + 0.05 * perlin_noise((h, w), texture_rng, scale=16.0, octaves=3)
+    light = 0.85 + 0.3 * _hillshade(dem, resolution, sun_azimuth)
+    surface = surface * (texture * light / float(light.mean()))[None]
+    return surface, growth, light
+
+
+def _backscatter(
+    landcover: np.ndarray, growth: np.ndarray, light: np.ndarray, speckle_rng: np.random.Generator, looks: float
+) -> np.ndarray:
+    """S1 VV/VH (2, h, w) float32 dB: class backscatter, cropland between crop and soil, terrain, gamma speckle."""
+    h, w = landcover.shape
+    sigma0 = _by_class(landcover, growth, BACKSCATTER)
+    sigma0 = sigma0 + 2.0 * (light - float(light.mean()))[None]
+    speckle = speckle_rng.gamma(looks, 1.0 / looks, size=(2, h, w)).astype(np.float32)
+    return linear_to_db(db_to_linear(sigma0) * speckle).astype(np.float32)
+
+
+def _cloudy(
+    surface: np.ndarray,
+    cloud_rng: np.random.Generator,
+    cloud_texture_rng: np.random.Generator,
+    *,
+    cloud_cover: float,
+    sun_azimuth: float,
+    shadow_offset: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cloudy observation (13, h, w) float32 DN, cloud opacity (h, w) 0–1 and shadow opacity (h, w) 0–0.8."""
+    h, w = surface.shape[1:]
+    opacity = perlin_clouds((h, w), cloud_rng, cloud_cover)
+    shadow = cast_shadows(opacity, sun_azimuth=sun_azimuth, offset=shadow_offset)
+    shaded = surface * (1.0 - _SHADOW_DEPTH[:, None, None] * shadow[None])
+    cloud_texture = 1.0 + 0.08 * perlin_noise((h, w), cloud_texture_rng, scale=32.0, octaves=4)
+    return blend_clouds(shaded, opacity, texture=cloud_texture), opacity, shadow
+
+
+def _digitize(cloudy: np.ndarray, clear: np.ndarray, noise_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Both observations as uint16 DN (13, h, w) with the same Gaussian sensor noise (:data:`_NOISE_DN`): they
+    differ only by clouds and shadows."""
+    noise = _NOISE_DN[:, None, None] * noise_rng.standard_normal(size=clear.shape, dtype=np.float32)
+
+    def dn(x: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(x + noise), 0, 65535).astype(np.uint16)
+
+    return dn(cloudy), dn(clear)
+
+
+def _assemble(
+    *,
+    cloudy_dn: np.ndarray,
+    clear_dn: np.ndarray,
+    s1: np.ndarray,
+    dem: np.ndarray,
+    landcover: np.ndarray,
+    opacity: np.ndarray,
+    cloud_truth: np.ndarray,
+    shadow_truth: np.ndarray,
+    resolution: float,
+    crs: str,
+    origin: tuple[float, float],
+    attrs: dict,
+) -> xr.Dataset:
+    """The scene Dataset: pixel-centre coordinates from ``origin`` (upper-left corner, m), CRS and transform."""
+    h, w = dem.shape
+    x = origin[0] + resolution * (np.arange(w) + 0.5)
+    y = origin[1] - resolution * (np.arange(h) + 0.5)
+    coords = {"y": y, "x": x}
+    band = {"band": list(S2_BAND_NAMES)}
+    s2_attrs = {"product": "L1C", "units": "DN"}
+    scene = make_scene(
+        s2=xr.DataArray(cloudy_dn, dims=("band", "y", "x"), coords={**band, **coords}, attrs=s2_attrs),
+        s2_clear=xr.DataArray(clear_dn, dims=("band", "y", "x"), coords={**band, **coords}, attrs=s2_attrs),
+        s1=xr.DataArray(
+            s1,
+            dims=("polarization", "y", "x"),
+            coords={"polarization": list(S1_POLARIZATIONS), **coords},
+            attrs={"units": "dB"},
+        ),
+        dem=xr.DataArray(dem, dims=("y", "x"), coords=coords, attrs={"units": "m"}),
+        attrs=attrs,
+    )
+    scene["cloud_truth"] = (("y", "x"), cloud_truth)
+    scene["shadow_truth"] = (("y", "x"), shadow_truth)
+    scene["cloud_opacity"] = (("y", "x"), opacity)
+    scene["landcover"] = xr.DataArray(
+        landcover, dims=("y", "x"), attrs={"classes": [f"{k}: {v}" for k, v in LAND_COVER.items()]}
+    )
+    scene.rio.write_crs(crs, inplace=True).rio.write_transform(inplace=True)
+    return scene
+
+
 def synthetic_scene(
     size: int | Sequence[int] = 512,
     seed: int = 0,
@@ -122,70 +263,46 @@ def synthetic_scene(
     xarray.Dataset with ``s2`` (cloudy, band × y × x, uint16 DN), ``s2_clear`` (uint16 DN), ``s1`` (polarization ×
     y × x, float32 dB), ``dem`` (float32 m), ``cloud_truth`` and ``shadow_truth`` (bool), ``cloud_opacity``
     (float32 0–1) and ``landcover`` (uint8, codes in :data:`LAND_COVER`); CRS in ``spatial_ref``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene((48, 64), seed=3, cloud_cover=0.4)
+    >>> dict(scene.sizes), scene.s2.dtype, scene.rio.crs.to_epsg(), scene.rio.resolution()
+    ({'band': 13, 'y': 48, 'x': 64, 'polarization': 2}, dtype('uint16'), 32633, (10.0, -10.0))
+    >>> round(float(scene.cloud_truth.mean()), 2), round(float(scene.shadow_truth.mean()), 2)
+    (0.4, 0.12)
+    >>> np.bincount(scene.landcover.values.ravel(), minlength=6).tolist()  # pixels per LAND_COVER class
+    [215, 1110, 1171, 246, 330, 0]
+    >>> lazy = xcf.datasets.synthetic_scene(64, chunks={"x": 32, "y": 32})  # the same scene as Dask arrays
+    >>> lazy.s2.chunks[1:]
+    ((32, 32), (32, 32))
     """
-    h, w = (int(size), int(size)) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
-    if h < 8 or w < 8:
-        raise ValueError(f"size: expected at least 8×8 pixels, found {h}×{w}")
-    if not 0.0 <= cloud_cover <= 1.0:
-        raise ValueError(f"cloud_cover: expected a fraction in [0, 1], found {cloud_cover}")
+    h, w = _scene_shape(size, cloud_cover)
+    # One independent random stream per ingredient: changing one never shifts the others.
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
-    big = max(h, w)
-
-    # Terrain and land cover.
-    relief = perlin_noise((h, w), rngs[0], scale=max(big / 2, 32.0), octaves=6)
-    dem = (400.0 + 180.0 * relief).astype(np.float32)
-    cover_noise = perlin_noise((h, w), rngs[1], scale=max(big / 5, 24.0), octaves=4)
-    landcover = np.full((h, w), 2, np.uint8)
-    q = np.quantile(cover_noise, [0.08, 0.2, 0.62])
-    landcover[cover_noise < q[0]] = 3
-    landcover[(cover_noise >= q[0]) & (cover_noise < q[1])] = 4
-    landcover[cover_noise >= q[2]] = 1
-    landcover[relief < np.quantile(relief, 0.07)] = 0
-    if snow:
-        landcover[relief > np.quantile(relief, 0.92)] = 5
-
-    # Surface reflectance: class spectra, crop growth per parcel, fine texture, illumination.
-    parcels = _parcels(h, w, rngs[2])
-    growth = rngs[2].uniform(0.25, 1.0, parcels.max() + 1).astype(np.float32)[parcels]
-    surface = _by_class(landcover, growth, SPECTRA)
-    texture = 1.0 + 0.05 * perlin_noise((h, w), rngs[3], scale=16.0, octaves=3)
-    light = 0.85 + 0.3 * _hillshade(dem, resolution, sun_azimuth)
-    surface = surface * (texture * light / float(light.mean()))[None]
-
-    # S1: class backscatter, cropland between crop and soil, terrain modulation, speckle.
-    sigma0 = _by_class(landcover, growth, BACKSCATTER)
-    sigma0 = sigma0 + 2.0 * (light - float(light.mean()))[None]
-    speckle = rngs[4].gamma(looks, 1.0 / looks, size=(2, h, w)).astype(np.float32)
-    s1 = linear_to_db(db_to_linear(sigma0) * speckle).astype(np.float32)
-
-    # Clouds with thin margins, their shadows, and the cloudy observation.
-    opacity = perlin_clouds((h, w), rngs[5], cloud_cover)
-    shadow = cast_shadows(opacity, sun_azimuth=sun_azimuth, offset=shadow_offset)
-    shaded = surface * (1.0 - _SHADOW_DEPTH[:, None, None] * shadow[None])
-    cloud_texture = 1.0 + 0.08 * perlin_noise((h, w), rngs[6], scale=32.0, octaves=4)
-    cloudy = blend_clouds(shaded, opacity, texture=cloud_texture)
-    noise = _NOISE_DN[:, None, None] * rngs[7].standard_normal(size=(13, h, w), dtype=np.float32)
+    dem, landcover = _terrain(h, w, rngs[0], rngs[1], snow)
+    surface, growth, light = _surface(landcover, dem, rngs[2], rngs[3], resolution=resolution, sun_azimuth=sun_azimuth)
+    s1 = _backscatter(landcover, growth, light, rngs[4], looks)
+    cloudy, opacity, shadow = _cloudy(
+        surface, rngs[5], rngs[6], cloud_cover=cloud_cover, sun_azimuth=sun_azimuth, shadow_offset=shadow_offset
+    )
+    cloudy_dn, clear_dn = _digitize(cloudy, surface, rngs[7])
     cloud_truth = opacity >= 0.1
     shadow_truth = (shadow >= 0.3) & ~cloud_truth
-
-    def dn(x: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint(x + noise), 0, 65535).astype(np.uint16)
-
-    x = origin[0] + resolution * (np.arange(w) + 0.5)
-    y = origin[1] - resolution * (np.arange(h) + 0.5)
-    coords = {"y": y, "x": x}
-    band = {"band": list(S2_BAND_NAMES)}
-    s2_attrs = {"product": "L1C", "units": "DN"}
-    scene = make_scene(
-        s2=xr.DataArray(dn(cloudy), dims=("band", "y", "x"), coords={**band, **coords}, attrs=s2_attrs),
-        s2_clear=xr.DataArray(dn(surface), dims=("band", "y", "x"), coords={**band, **coords}, attrs=s2_attrs),
-        s1=xr.DataArray(
-            s1,
-            dims=("polarization", "y", "x"),
-            coords={"polarization": list(S1_POLARIZATIONS), **coords},
-            attrs={"units": "dB"},
-        ),
-        dem=xr.DataArray(dem, dims=("y", "x"), coords=coords, attrs={"units": "m"}),
+    scene = _assemble(
+        cloudy_dn=cloudy_dn,
+        clear_dn=clear_dn,
+        s1=s1,
+        dem=dem,
+        landcover=landcover,
+        opacity=opacity,
+        cloud_truth=cloud_truth,
+        shadow_truth=shadow_truth,
+        resolution=resolution,
+        crs=crs,
+        origin=origin,
         attrs={
             "title": "xcloudfree synthetic scene",
             "seed": seed,
@@ -193,11 +310,4 @@ def synthetic_scene(
             "sun_azimuth": sun_azimuth,
         },
     )
-    scene["cloud_truth"] = (("y", "x"), cloud_truth)
-    scene["shadow_truth"] = (("y", "x"), shadow_truth)
-    scene["cloud_opacity"] = (("y", "x"), opacity)
-    scene["landcover"] = xr.DataArray(
-        landcover, dims=("y", "x"), attrs={"classes": [f"{k}: {v}" for k, v in LAND_COVER.items()]}
-    )
-    scene.rio.write_crs(crs, inplace=True).rio.write_transform(inplace=True)
     return scene.chunk(chunks) if chunks is not None else scene

@@ -31,6 +31,12 @@ class TileGrid:
     tile : tile side (px), a multiple of the model's size multiple
     overlap : pixels shared by neighbouring tiles, ``0 ≤ overlap < tile``
     margin : pixels dropped on each tile side (``≤ overlap / 2``)
+
+    Examples
+    --------
+    >>> grid = TileGrid(500, 300, tile=256, overlap=32, margin=8)
+    >>> grid.shape, grid.stride, grid.starts(0).tolist()
+    ((3, 2), 224, [-8, 216, 440])
     """
 
     height: int
@@ -75,6 +81,9 @@ def blend_window(tile: int, overlap: int, margin: int, blend: str = "cosine") ->
 
     ``cosine``: sin² ramp; ``gaussian``: a Gaussian of σ = tile/8 around the centre (as in MONAI), zero in the
     margin; ``mean``: 1 outside the margin (plain average).
+
+    >>> blend_window(8, overlap=4, margin=1).round(2).tolist()
+    [0.0, 0.15, 0.85, 1.0, 1.0, 0.85, 0.15, 0.0]
     """
     if blend not in BLENDS:
         raise ValueError(f"blend: expected one of {list(BLENDS)}, found {blend!r}")

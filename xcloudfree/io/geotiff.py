@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rioxarray  # registers .rio, which every reader and writer here uses
 import xarray as xr
 
 from ..checks import check_positive_int
@@ -40,8 +41,6 @@ _HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
 
 def _open(path: PathLike, name: str, chunks: Any) -> xr.DataArray:
-    import rioxarray
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{name}: expected an existing GeoTIFF file, found no file at {str(path)!r}")
@@ -102,6 +101,17 @@ def read_s2(
     processing_baseline : e.g. "04.00"; baselines ≥ 04.00 carry the −1000 offset (stored in attrs,
         applied by :func:`xcloudfree.sensors.harmonize_s2`).
     chunks : passed to ``rioxarray.open_rasterio``; anything but None gives a lazy Dask array.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = xcf.io.write_cog(scene.s2, f"{tmp}/s2.tif")
+    ...     s2 = xcf.io.read_s2(path, processing_baseline="05.00", chunks={"x": 32, "y": 32})
+    ...     print(s2.dims, s2.sizes["band"], s2.attrs["product"], s2.attrs["processing_baseline"], s2.chunks[1:])
+    ('band', 'y', 'x') 13 L1C 05.00 ((32, 32), (32, 32))
     """
     da = name_s2_bands(_open(path, name, chunks), bands=bands, product=product, name=name)
     # A few windows, whatever the file size: DN, not reflectance or an 8-bit rendering (NaN is the scene's call).
@@ -114,7 +124,16 @@ def read_s2(
 def read_s1(
     path: PathLike, *, polarizations: Sequence[str] | None = None, chunks: Any = None, name: str = "s1"
 ) -> xr.DataArray:
-    """Read a Sentinel-1 stack as ``(polarization, y, x)`` backscatter in dB (float32, nodata → NaN)."""
+    """Read a Sentinel-1 stack as ``(polarization, y, x)`` backscatter in dB (float32, nodata → NaN).
+
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     s1 = xcf.io.read_s1(xcf.io.write_cog(scene.s1, f"{tmp}/s1.tif"))
+    >>> s1.dims, s1["polarization"].values.tolist(), s1.dtype, s1.attrs["units"]
+    (('polarization', 'y', 'x'), ['VV', 'VH'], dtype('float32'), 'dB')
+    """
     da = _open(path, name, chunks)
     da = name_s1_polarizations(_nodata_to_nan(da), polarizations=polarizations, name=name)
     check_values_of(name, value_sample(da, name=name), kind="s1", max_nan_fraction=1.0, sampled=True)
@@ -126,6 +145,15 @@ def read_dem(path: PathLike, *, like: xr.DataArray | None = None, chunks: Any = 
 
     The reprojection loads the DEM into memory (DEMs are small next to the scenes they serve) and the result
     is chunked like ``like``.
+
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64)  # 10 m pixels
+    >>> dem_20m = xcf.datasets.synthetic_scene(size=32, resolution=20.0).dem  # the same extent at 20 m
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     dem = xcf.io.read_dem(xcf.io.write_cog(dem_20m, f"{tmp}/dem.tif"), like=scene.s2)
+    >>> dem.dims, dem.shape, dem.dtype, dem.rio.resolution()
+    (('y', 'x'), (64, 64), dtype('float32'), (10.0, -10.0))
     """
     da = _nodata_to_nan(_open(path, "dem", chunks=None))
     if da.sizes["band"] != 1:
@@ -190,7 +218,14 @@ def open_scene(
 
     Examples
     --------
-    >>> ds = xcf.io.open_scene(s2="cloudy.tif", s1="s1.tif", dem="dem.tif", chunks={"x": 2048, "y": 2048})
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     paths = {v: xcf.io.write_cog(scene[v], f"{tmp}/{v}.tif") for v in ("s2", "s1", "dem")}
+    ...     ds = xcf.io.open_scene(**paths, chunks={"x": 32, "y": 32})  # on real data e.g. 2048 px chunks
+    ...     print(list(ds.data_vars), ds.s2.chunks[1:], ds.rio.crs)
+    ['s2', 's1', 'dem'] ((32, 32), (32, 32)) EPSG:32633
     """
     s2_kwargs = {"bands": bands, "product": product, "processing_baseline": processing_baseline, "chunks": chunks}
     parts: dict[str, xr.DataArray] = {}
@@ -222,6 +257,16 @@ def check_output_path(path: PathLike, *, name: str = "path", directory: bool = F
     Raises ``ValueError`` naming ``name`` when a file stands where a folder is needed (or the reverse), when the
     target is a directory but a file is expected, when an existing directory is not a Zarr store (it would be
     replaced), or when the folder cannot be created or written (read-only, ``/proc``, no permission).
+
+    >>> import tempfile
+    >>> from xcloudfree.io.geotiff import check_output_path
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> check_output_path(f"{tmp.name}/new/folder/out.tif").parent.is_dir()  # the folder is made
+    True
+    >>> check_output_path(tmp.name, name="out")
+    Traceback (most recent call last):
+    ValueError: out: expected a file path to write, found an existing directory at '...'
+    >>> tmp.cleanup()
     """
     final = Path(path)
     if final.is_dir() and not directory:
@@ -255,6 +300,15 @@ def atomic_path(path: PathLike, *, name: str = "path", directory: bool = False) 
     """``(final, temporary)``: a checked target and a staging sibling to write to before ``os.replace``.
 
     Staging siblings left by killed writes to the same target are removed first (see :func:`clean_stale`).
+
+    >>> import os, tempfile
+    >>> from xcloudfree.io.geotiff import atomic_path
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     final, staging = atomic_path(f"{tmp}/out.json")
+    ...     _ = staging.write_text("{}")  # write the whole file under the staging name ...
+    ...     os.replace(staging, final)  # ... then let it appear at once
+    ...     print(final.name, staging.name.startswith(".out.json.xcf-"), sorted(os.listdir(tmp)))
+    out.json True ['out.json']
     """
     final = check_output_path(path, name=name, directory=directory)
     clean_stale(final)
@@ -267,6 +321,15 @@ def clean_stale(final: Path) -> list[Path]:
     A staging name carries the host and process id of its writer: it is abandoned when that process no longer runs
     on this host, or (other hosts) when it is older than a day. A Zarr store whose replacement was interrupted
     between its two renames (platforms without an atomic exchange) is put back first.
+
+    >>> import socket, tempfile, zlib
+    >>> from pathlib import Path
+    >>> from xcloudfree.io.geotiff import clean_stale
+    >>> host = f"{zlib.crc32(socket.gethostname().encode()):08x}"  # how staging names spell this machine
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     (Path(tmp) / f".out.tif.xcf-{host}-999999999-0123abcd.tmp").touch()  # its process is gone
+    ...     print([p.name for p in clean_stale(Path(tmp) / "out.tif")])
+    ['.out.tif.xcf-...-999999999-0123abcd.tmp']
     """
     removed = []
     if not final.parent.is_dir():
@@ -329,6 +392,15 @@ def write_cog(
     ``path`` only once complete; staging files are removed on failure, and those of killed writes at the next
     write to the same path. Band names go into the band descriptions. ``progress`` shows a progress bar
     while a lazy array is computed (threaded scheduler or a ``dask.distributed`` client).
+
+    >>> import tempfile, rasterio
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64, chunks={"x": 32, "y": 32})  # lazy: written chunk by chunk
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = xcf.io.write_cog(scene.s2, f"{tmp}/s2.tif", blocksize=32)
+    ...     with rasterio.open(path) as src:
+    ...         print(src.count, src.dtypes[0], src.descriptions[:3], src.block_shapes[0], src.crs)
+    13 uint16 ('B01', 'B02', 'B03') (32, 32) EPSG:32633
     """
     import rasterio
     import rasterio.shutil
@@ -369,7 +441,7 @@ def write_cog(
     return final
 
 
-def write_zarr(ds: xr.Dataset | xr.DataArray, path: PathLike, **kwargs: Any) -> Path:
+def write_zarr(ds: xr.Dataset | xr.DataArray, path: PathLike, *, progress: bool = False, **kwargs: Any) -> Path:
     """Write a scene (or one variable) to a Zarr store, atomically; CRS kept in ``spatial_ref``.
 
     Dask arrays are written chunk by chunk into a staging store beside ``path``. An existing store is replaced in
@@ -377,7 +449,19 @@ def write_zarr(ds: xr.Dataset | xr.DataArray, path: PathLike, **kwargs: Any) -> 
     any moment, sees either the old store or the new one, never none. Where the exchange is unsupported the old
     store is renamed aside before the new one moves in; a kill between those two renames leaves the old store
     under ``.<name>.xcf-….old``, which the next write to ``path`` puts back. An existing directory that is not a
-    Zarr store is refused, never replaced. ``kwargs`` go to :meth:`xarray.Dataset.to_zarr`.
+    Zarr store is refused, never replaced. ``progress`` shows a progress bar while lazy variables are computed
+    (threaded scheduler or a ``dask.distributed`` client). ``kwargs`` go to :meth:`xarray.Dataset.to_zarr`.
+
+    >>> import tempfile
+    >>> import xarray as xr
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = xcf.io.write_zarr(scene, f"{tmp}/scene.zarr")
+    ...     back = xr.open_zarr(path).load()
+    >>> xr.testing.assert_equal(back.s2, scene.s2)
+    >>> back.rio.crs.to_epsg(), back.attrs["title"]
+    (32633, 'xcloudfree synthetic scene')
     """
     if isinstance(ds, xr.DataArray):
         ds = ds.to_dataset(name=ds.name or "data")
@@ -397,7 +481,10 @@ def write_zarr(ds: xr.Dataset | xr.DataArray, path: PathLike, **kwargs: Any) -> 
     # Variable-length strings have a Zarr v3 specification, fixed-width numpy unicode has none.
     ds = ds.assign_coords({k: c.astype(object) for k, c in ds.coords.items() if c.dtype.kind == "U"})
     try:
-        ds.to_zarr(tmp, mode="w", **kwargs)
+        if progress and ds.chunks:
+            compute(ds.to_zarr(tmp, mode="w", compute=False, **kwargs), client=active_client(), progress=True)
+        else:
+            ds.to_zarr(tmp, mode="w", **kwargs)
         if not final.exists():
             os.replace(tmp, final)
         elif _exchange(tmp, final):

@@ -48,7 +48,14 @@ def to_json(data: Any, *, indent: int | None = None) -> str:
 
 
 def write_json(data: Any, path: str | os.PathLike, *, indent: int = 1) -> Path:
-    """Write ``data`` as strict JSON to ``path``, atomically (a staging sibling, then a rename); the path."""
+    """Write ``data`` as strict JSON to ``path``, atomically (a staging sibling, then a rename); the path.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_json({"psnr": float("inf"), "bands": ("B04", "B03")}, f"{tmp}/metrics.json", indent=None)
+    ...     print(path.name, path.read_text())
+    metrics.json {"psnr": "inf", "bands": ["B04", "B03"]}
+    """
     from .geotiff import atomic_path
 
     final, tmp = atomic_path(path)

@@ -36,7 +36,13 @@ _FLAT = re.compile(r"^(?P<prefix>ROIs\d{4})_(?P<season>spring|summer|fall|winter
 
 @cache
 def official_split() -> dict[str, str]:
-    """ROI id → ``"train"``, ``"val"`` or ``"test"`` (the official SEN12MS-CR split, 155/10/10 ROIs)."""
+    """ROI id → ``"train"``, ``"val"`` or ``"test"`` (the official SEN12MS-CR split, 155/10/10 ROIs).
+
+    >>> from collections import Counter
+    >>> from xcloudfree.io import official_split
+    >>> official_split()["ROIs1158_spring_106"], Counter(official_split().values())
+    ('test', Counter({'train': 155, 'val': 10, 'test': 10}))
+    """
     text = resources.files("xcloudfree.data").joinpath("sen12mscr_splits.json").read_text()
     table = json.loads(text)
     return {roi: split for split in _SPLITS for roi in table[split]}
@@ -44,7 +50,12 @@ def official_split() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Triplet:
-    """One SEN12MS-CR sample: its ids and the file of each modality found (``s1``, ``s2``, ``s2_cloudy``)."""
+    """One SEN12MS-CR sample: its ids and the file of each modality found (``s1``, ``s2``, ``s2_cloudy``).
+
+    >>> from xcloudfree.io.sen12mscr import Triplet
+    >>> Triplet("ROIs1158_spring_106", 30, "spring", "test", files={}).name
+    'ROIs1158_spring_106_p30'
+    """
 
     roi: str
     patch: int
@@ -73,8 +84,22 @@ class SEN12MSCR:
 
     Examples
     --------
-    >>> idx = SEN12MSCR("/data/SEN12MSCR", split="test")
-    >>> ds = idx[0]            # s2 (cloudy), s2_clear, s1; attrs roi, patch, season, split
+    On the downloaded data set: ``idx = SEN12MSCR("/data/SEN12MSCR", split="test")``, then ``ds = idx[0]``. Here a
+    folder in the flat layout with one sample made from a synthetic scene:
+
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64)
+    >>> root = tempfile.TemporaryDirectory()
+    >>> for folder, variable in [("s1", "s1"), ("s2_cloudfree", "s2_clear"), ("s2_cloudy", "s2")]:
+    ...     _ = xcf.io.write_cog(scene[variable], f"{root.name}/{folder}/ROIs1158_spring_106_p30.tif")
+    >>> idx = xcf.io.SEN12MSCR(root.name, split="test", layout="flat")
+    >>> len(idx), idx.rois
+    (1, ['ROIs1158_spring_106'])
+    >>> ds = idx[0]  # s2 (cloudy), s2_clear, s1; attrs roi, patch, season, split
+    >>> sorted(ds.data_vars), ds.attrs
+    (['s1', 's2', 's2_clear'], {'roi': 'ROIs1158_spring_106', 'patch': 30, 'season': 'spring', 'split': 'test'})
+    >>> root.cleanup()
     """
 
     def __init__(
@@ -171,11 +196,26 @@ class SEN12MSCR:
 
     @property
     def rois(self) -> list[str]:
-        """The ROI ids of the complete samples, sorted."""
+        """The ROI ids of the complete samples, sorted (example: :class:`SEN12MSCR`)."""
         return sorted({t.roi for t in self.samples})
 
     def summary(self) -> dict[str, Any]:
-        """Counts of complete and incomplete samples (by missing modality, with examples) and per split/season."""
+        """Counts of complete and incomplete samples (by missing modality, with examples) and per split/season.
+
+        >>> import tempfile, warnings
+        >>> import xcloudfree as xcf
+        >>> scene = xcf.datasets.synthetic_scene(size=64)
+        >>> root = tempfile.TemporaryDirectory()
+        >>> for patch in (1, 2):
+        ...     _ = xcf.io.write_cog(scene.s1, f"{root.name}/s1/ROIs1158_spring_106_p{patch}.tif")
+        >>> _ = xcf.io.write_cog(scene.s2, f"{root.name}/s2_cloudy/ROIs1158_spring_106_p1.tif")
+        >>> with warnings.catch_warnings(record=True):  # "skipped 1 incomplete sample(s) ..."
+        ...     idx = xcf.io.SEN12MSCR(root.name, layout="flat", require=("s1", "s2_cloudy"))
+        >>> summary = idx.summary()
+        >>> summary["complete"], summary["missing"], summary["incomplete_examples"]
+        (1, {'s2_cloudy': 1}, ['ROIs1158_spring_106_p2'])
+        >>> root.cleanup()
+        """
         missing = Counter("+".join(m for m in self.require if m not in t.files) for t in self._incomplete)
         return {
             "root": str(self.root),

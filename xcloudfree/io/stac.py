@@ -98,6 +98,14 @@ def search(
     -------
     pystac.ItemCollection
         Items sorted by ``datetime``.
+
+    Examples
+    --------
+    No runnable example (it needs a STAC API on the network); a typical call::
+
+        items = search("https://earth-search.aws.element84.com/v1", bbox=(12.4, 41.8, 12.6, 42.0),
+                       datetime="2018-05-01/2018-09-30", collections=["sentinel-2-l1c"],
+                       query={"eo:cloud_cover": {"lt": 60}})
     """
     import pystac
     import pystac_client
@@ -120,6 +128,12 @@ def widen_datetime(interval: str, days: float) -> str:
 
     For the Sentinel-1 search of a time series: S1 acquisitions up to the matching window before the first and
     after the last S2 date count. Open ends (``..``) stay open.
+
+    >>> from xcloudfree.io.stac import widen_datetime
+    >>> widen_datetime("2024-06-01/2024-06-30", 6)
+    '2024-05-26T00:00:00Z/2024-07-06T23:59:59.999999Z'
+    >>> widen_datetime("2024-06-01/..", 6)
+    '2024-05-26T00:00:00Z/..'
     """
     parts = interval.split("/") if "/" in interval else [interval, interval]
     if len(parts) != 2:
@@ -186,6 +200,12 @@ def s2_product(item: Any) -> str:
 
     From ``s2:product_type`` (S2MSI1C / S2MSI2A), else the collection id, else the item id, else the presence of
     an SCL asset.
+
+    >>> from xcloudfree.io.stac import s2_product
+    >>> s2_product({"id": "S2B_MSIL2A_20230704", "collection": "sentinel-2-l2a", "properties": {}})
+    'L2A'
+    >>> s2_product({"id": "S2A_MSIL1C_20240601T100031_N0510_R122_T33TUL", "properties": {}})
+    'L1C'
     """
     d = _as_dict(item)
     props = d.get("properties", {})
@@ -209,6 +229,15 @@ def s2_band_assets(item: Any, *, product: str | None = None) -> dict[str, str]:
     The band is read from the asset's ``eo:bands`` name (``red`` → ``B04`` on earth-search), else from the key
     itself (``B04`` on Planetary Computer). Visual, overview and metadata assets are skipped; when a band has
     several assets (earth-search L2A lists ``red`` and ``red-jp2``) the GeoTIFF/COG wins.
+
+    >>> from xcloudfree.io.stac import s2_band_assets
+    >>> item = {"collection": "sentinel-2-l2a", "properties": {}, "assets": {  # earth-search v1 style
+    ...     "red": {"eo:bands": [{"name": "B04"}], "type": "image/tiff; application=geotiff"},
+    ...     "red-jp2": {"eo:bands": [{"name": "B04"}], "type": "image/jp2"},
+    ...     "scl": {"type": "image/tiff; application=geotiff"},
+    ...     "thumbnail": {"roles": ["thumbnail"], "type": "image/jpeg"}}}
+    >>> s2_band_assets(item)
+    {'B04': 'red', 'SCL': 'scl'}
     """
     d = _as_dict(item)
     product = product or s2_product(d)
@@ -241,6 +270,12 @@ def s2_offset(item: Any) -> float:
     ``sentinel-2-l2a``). Earlier baselines, or items without a baseline, need no offset. earth-search's flag is
     known to be wrong for some scenes (Element84/earth-search#66, #71): pass ``offset=`` to :func:`load` to
     override it.
+
+    >>> from xcloudfree.io.stac import s2_offset
+    >>> s2_offset({"properties": {"s2:processing_baseline": "05.09"}})
+    -1000.0
+    >>> s2_offset({"properties": {"s2:processing_baseline": "05.09", "earthsearch:boa_offset_applied": True}})
+    0.0
     """
     props = _as_dict(item).get("properties", {})
     if props.get("earthsearch:boa_offset_applied", props.get("sentinel:boa_offset_applied")) is True:
@@ -255,7 +290,12 @@ def s2_offset(item: Any) -> float:
 
 
 def s1_band_assets(item: Any) -> dict[str, str]:
-    """Map ``VV``/``VH`` to the item's asset keys (``vv``, ``gamma0_vv``, or an asset's ``sar:polarizations``)."""
+    """Map ``VV``/``VH`` to the item's asset keys (``vv``, ``gamma0_vv``, or an asset's ``sar:polarizations``).
+
+    >>> from xcloudfree.io.stac import s1_band_assets
+    >>> s1_band_assets({"assets": {"gamma0_vh": {}, "gamma0_vv": {}, "thumbnail": {"roles": ["thumbnail"]}}})
+    {'VV': 'gamma0_vv', 'VH': 'gamma0_vh'}
+    """
     d = _as_dict(item)
     found: dict[str, str] = {}
     for key, asset in (d.get("assets") or {}).items():
@@ -276,6 +316,13 @@ def s1_units(item: Any, asset_key: str | None = None) -> str:
 
     ``raster:bands`` ``unit`` dB → dB; RTC products (``sar:product_type`` RTC, a ``gamma0`` role or an ``rtc``
     collection) and float rasters → linear power; anything else (GRD uint16 DN) → uncalibrated amplitude.
+
+    >>> from xcloudfree.io.stac import s1_units
+    >>> rtc = {"collection": "sentinel-1-rtc", "properties": {}, "assets": {"vv": {}, "vh": {}}}
+    >>> grd = {"collection": "sentinel-1-grd", "properties": {},
+    ...        "assets": {"vv": {"raster:bands": [{"data_type": "uint16"}]}, "vh": {}}}
+    >>> s1_units(rtc), s1_units(grd)
+    ('linear', 'amplitude')
     """
     d = _as_dict(item)
     assets = d.get("assets") or {}
@@ -306,6 +353,14 @@ def match_s1(
         Position in ``s1_times``, −1 where no acquisition lies within the window.
     lag_days : float array (n_s2,)
         S1 time − S2 time in days, NaN where unmatched. Ties go to the earlier acquisition.
+
+    Examples
+    --------
+    >>> from xcloudfree.io.stac import match_s1
+    >>> s2_dates = ["2024-06-01", "2024-06-11", "2024-06-30"]
+    >>> index, lag = match_s1(s2_dates, ["2024-05-30", "2024-06-09", "2024-06-12"], window_days=6)
+    >>> index.tolist(), lag.tolist()
+    ([0, 2, -1], [-2.0, 1.0, nan])
     """
     if window_days < 0:
         raise ValueError(f"window_days: expected a non-negative number of days, found {window_days}")
@@ -635,6 +690,29 @@ def load(
     AssetReadError
         An asset is missing or unreachable (named with its item); at load time for local files and the first
         remote asset, otherwise when the data are computed.
+
+    Examples
+    --------
+    Items usually come from :func:`search`. Here one L1C item (baseline 05.10: DN carry the +1000 offset) whose
+    band assets are local COGs of a synthetic scene:
+
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=32)
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> assets = {str(b): {"href": str(xcf.io.write_cog(scene.s2.sel(band=b), f"{tmp.name}/{b}.tif"))}
+    ...           for b in scene.band.values}
+    >>> w, s, e, n = scene.rio.transform_bounds("EPSG:4326")
+    >>> item = {"type": "Feature", "stac_version": "1.0.0", "id": "S2A_MSIL1C_20240601", "links": [],
+    ...         "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+    ...         "bbox": [w, s, e, n], "assets": assets,
+    ...         "properties": {"datetime": "2024-06-01T10:00:00Z", "s2:processing_baseline": "05.10"}}
+    >>> ts = xcf.io.stac.load([item], crs="EPSG:32633", resolution=10, bbox=[w, s, e, n], chunks={"x": 16, "y": 16})
+    >>> ts.s2.dims, ts.s2.shape, ts.s2_offset.values.tolist()
+    (('time', 'band', 'y', 'x'), (1, 13, 32, 32), [-1000.0])
+    >>> float(abs(ts.s2[0] - (scene.s2 - 1000.0)).max())  # offset applied, pixels exact
+    0.0
+    >>> tmp.cleanup()
     """
     bbox = _check_bbox(bbox)
     items = _as_items(items_s2, "items_s2")

@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from . import maps, rules
-from ._common import LAYERS, check_params
+from .blocks import LAYERS, check_params
 
 __all__ = ["detect", "to_classes", "METHODS", "CLASSES", "NODATA_CLASS"]
 
@@ -86,8 +86,19 @@ def detect(s2: Any, method: str = "dsen2cr", **params: Any) -> xr.Dataset:
 
     Examples
     --------
-    >>> masks = xcf.masking.detect(ds.s2, method="dsen2cr")
-    >>> masks = xcf.masking.detect(ds.s2, method="s2cloudless", resolution=60)
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> masks = xcf.masking.detect(scene.s2, method="dsen2cr")
+    >>> list(masks.data_vars), masks.attrs["mask_method"]
+    (['cloud_probability', 'cloud', 'shadow', 'mask'], 'dsen2cr')
+    >>> round(float((masks.cloud == scene.cloud_truth).mean()), 2)  # share of pixels agreeing with the truth
+    0.92
+    >>> lazy = xcf.masking.detect(scene.s2.chunk({"y": 32, "x": 32}))  # lazy on Dask, the same pixels
+    >>> bool((lazy.cloud == masks.cloud).all())
+    True
+
+    Other methods take their own parameters, e.g.
+    ``xcf.masking.detect(scene.s2, method="s2cloudless", resolution=60)``.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {list(METHODS)}, found {method!r}")
@@ -100,6 +111,12 @@ def to_classes(masks: xr.Dataset) -> xr.DataArray:
     """The mask Dataset as a uint8 class raster: 0 clear, 1 cloud, 2 shadow, 255 invalid (the nodata value).
 
     Lazy on Dask; coords and CRS kept, ``nodata`` written with rioxarray so a COG writer marks it.
+
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> classes = xcf.masking.to_classes(xcf.masking.detect(scene.s2))
+    >>> classes.dims, classes.dtype, int(classes.rio.nodata), classes.attrs["flag_meanings"]
+    (('y', 'x'), dtype('uint8'), 255, 'clear cloud shadow')
     """
     missing = [v for v in LAYERS if v not in masks]
     if missing:

@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from ._common import Borders, as_s2, crop, map_blocks_with_halo, per_leading, stack_layers, to_dataset, with_margin
+from .blocks import Borders, as_s2, crop, map_blocks_with_halo, per_leading, stack_layers, to_dataset, with_margin
 
 __all__ = ["cyclecr", "scl", "SCL_CLOUD", "SCL_SHADOW", "SCL_NODATA"]
 
@@ -64,6 +64,17 @@ def cyclecr(s2: Any, *, threshold: float = 0.5, sigma: float = 2.0, resolution: 
     -------
     xarray.Dataset: ``cloud_probability`` (s2cloudless), ``cloud`` (probability > threshold), ``shadow`` (all
     False) and ``mask`` (the continuous map, float32 in [0, 1]).
+
+    Examples
+    --------
+    >>> import xcloudfree as xcf
+    >>> from xcloudfree.masking import maps
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> cloud_map = maps.cyclecr(scene.s2, resolution=60)["mask"]
+    >>> cloud_map.dtype, round(float(cloud_map.min()), 2), round(float(cloud_map.max()), 2)
+    (dtype('float32'), 0.0, 1.0)
+    >>> round(float(((cloud_map > 0) & (cloud_map < 1)).mean()), 2)  # share of pixels between clear and cloud
+    0.77
     """
     from . import s2cloudless
 
@@ -154,6 +165,17 @@ def scl(
     Returns
     -------
     xarray.Dataset: ``cloud_probability`` (1 cloud, 0 other, NaN invalid), ``cloud``, ``shadow``, ``mask``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from xcloudfree.masking import maps
+    >>> codes = xr.DataArray(np.array([[4, 9, 3], [0, 8, 10]], np.uint8), dims=("y", "x"))  # SCL classes
+    >>> masks = maps.scl(codes)
+    >>> masks.cloud.values.tolist(), masks.shadow.values.tolist()
+    ([[False, True, False], [False, True, True]], [[False, False, True], [False, False, False]])
+    >>> masks.cloud_probability.values.tolist()  # SCL 0 is no data
+    [[0.0, 1.0, 0.0], [nan, 1.0, 1.0]]
     """
     codes, template = _scl_array(s2, scl)
     params = {

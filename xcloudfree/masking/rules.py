@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from ._common import (
+from .blocks import (
     Borders,
     aligned_chunks,
     as_s2,
@@ -292,6 +292,18 @@ def detect(
     -------
     xarray.Dataset (y, x): ``cloud_probability`` (the cloud score, float32), ``cloud``, ``shadow`` (bool, shadow
     only where not cloud) and ``mask`` (float32, 1 where cloud or shadow).
+
+    Examples
+    --------
+    >>> import xcloudfree as xcf
+    >>> from xcloudfree.masking import rules
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> masks = rules.detect(scene.s2)
+    >>> round(float(masks.cloud.mean()), 2), round(float(masks.shadow.mean()), 2)  # cloud and shadow shares
+    (0.33, 0.3)
+    >>> local = rules.detect(scene.s2, shadow_stats="window", window=32)  # shadow thresholds per 32-px window
+    >>> bool((local.cloud == masks.cloud).all()), round(float(local.shadow.mean()), 2)
+    (True, 0.19)
     """
     params = {
         "method": method,

@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from ._common import (
+from .blocks import (
     Borders,
     aligned_chunks,
     as_s2,
@@ -166,6 +166,13 @@ def probability(s2: Any, *, resolution: float | None = None) -> Any:
 
     ``resolution`` (metres): run the classifier on block means at this pixel size, a whole multiple of the
     input's; None runs it on every pixel.
+
+    >>> import xcloudfree as xcf
+    >>> from xcloudfree.masking import s2cloudless
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> prob = s2cloudless.probability(scene.s2, resolution=60)  # 10 m pixels, classifier on 6 × 6 block means
+    >>> prob.shape, prob.dtype
+    ((1, 64, 64), dtype('float32'))
     """
     s2 = as_s2(s2)
     dn = select_bands(s2, MODEL_BANDS, "s2cloudless")
@@ -239,6 +246,17 @@ def detect(
     -------
     xarray.Dataset: ``cloud_probability`` (the model's probability), ``cloud``, ``shadow`` (all False: the
     model finds no shadows) and ``mask`` (= cloud).
+
+    Examples
+    --------
+    >>> import xcloudfree as xcf
+    >>> from xcloudfree.masking import s2cloudless
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> masks = s2cloudless.detect(scene.s2, resolution=60)
+    >>> masks.attrs["mask_method"], bool(masks.shadow.any())
+    ('s2cloudless', False)
+    >>> round(float((masks.cloud == scene.cloud_truth).mean()), 2)  # share of pixels agreeing with the truth
+    0.8
     """
     params = {
         "threshold": float(threshold),

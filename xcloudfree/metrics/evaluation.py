@@ -10,7 +10,7 @@ import numpy as np
 
 from ..sensors import reflectance
 from ._inputs import Border, as_images, as_mask, check_choice, check_pair
-from ._stats import Stats, comparison_stats, concat, materialize, reduce
+from .accumulate import Stats, comparison_stats, concat, materialize, reduce
 
 __all__ = ["METRICS", "evaluate", "evaluate_dataset", "evaluate_scene"]
 
@@ -24,7 +24,7 @@ _DEFINITIONS = {
 }
 
 
-def _stats(
+def _stats_by_group(
     pred: Any, target: Any, cloudy: Any, mask: Any, *, border: str, data_range: float
 ) -> tuple[dict[str, Stats], tuple[str, ...] | None]:
     """Statistics per group ("" = everything, "_reconstruction", "_reproduction") and the band names."""
@@ -118,9 +118,21 @@ def evaluate(
         ``mae``, ``rmse``, ``psnr`` (dB), ``ssim``, ``sam`` (degrees unless ``radians``), their ``_reconstruction``
         and ``_reproduction`` variants when asked for, ``band_nrmse`` ({band: value}) and ``nan_count`` (values
         of ``pred`` or ``target`` left out as NaN).
+
+    Examples
+    --------
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> target = xcf.sensors.reflectance(scene.s2_clear)
+    >>> cloudy = xcf.sensors.reflectance(scene.s2)
+    >>> scores = xcf.metrics.evaluate(cloudy, target, cloudy=cloudy, mask=scene.cloud_truth)  # identity baseline
+    >>> round(scores["psnr"], 2), round(scores["psnr_reconstruction"], 2), scores["psnr_reproduction"]
+    (13.85, 8.7, inf)
+    >>> round(scores["band_nrmse"]["B04"], 2), scores["nan_count"]
+    (1.42, 0)
     """
     check_choice("reduction", reduction, ("mean", "pooled"))
-    groups, found = _stats(pred, target, cloudy, mask, border=border, data_range=data_range)
+    groups, found = _stats_by_group(pred, target, cloudy, mask, border=border, data_range=data_range)
     names = _names(band_names, found, groups[""]["n"].shape[-1])
     values = _report(groups, reduction, data_range=data_range, radians=radians, stacklevel=4)
     return _plain_dict(values, names)
@@ -148,6 +160,16 @@ def evaluate_dataset(
     dict
         ``per_sample_mean`` (the UnCRtainTS figure) and ``pooled``, each a dict as :func:`evaluate` returns;
         ``per_sample``, the list of per-image dicts; ``n_samples``; ``definitions``, saying which figure is which.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xcloudfree as xcf
+    >>> targets = [np.full((3, 8, 8), 0.2), np.full((3, 16, 16), 0.4)]  # sizes may differ
+    >>> preds = [targets[0] + 0.1, targets[1]]
+    >>> result = xcf.metrics.evaluate_dataset(preds, targets)
+    >>> result["n_samples"], round(result["per_sample_mean"]["mae"], 3), round(result["pooled"]["mae"], 3)
+    (2, 0.05, 0.02)
     """
     extras = {name: None if it is None else iter(it) for name, it in (("cloudy", cloudy), ("masks", masks))}
     collected: list[dict[str, Stats]] = []
@@ -157,7 +179,7 @@ def evaluate_dataset(
         for name, item in zip(extras, (cloudy_item, mask), strict=True):
             if item is _END:
                 raise ValueError(f"{name}: expected one item per sample, found only {len(collected)}")
-        groups, found_item = _stats(pred, target, cloudy_item, mask, border=border, data_range=data_range)
+        groups, found_item = _stats_by_group(pred, target, cloudy_item, mask, border=border, data_range=data_range)
         if collected and groups.keys() != collected[0].keys():
             raise ValueError("masks: expected a mask for every sample or for none, found some missing")
         if collected and groups[""]["n"].shape[-1] != collected[0][""]["n"].shape[-1]:
@@ -204,6 +226,13 @@ def evaluate_scene(
     ``cloudy`` is used, for the ``*_reproduction`` scores, only when a ``mask`` ((y, x) bool or
     weights in [0, 1], or (time, y, x)) is given. A ``time`` dimension makes a batch (see ``reduction``). Lazy (Dask)
     variables are scored chunk by chunk, in one pass.
+
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> scene["s2_cloudfree"] = scene.s2_clear + 100  # a prediction 0.01 too bright everywhere
+    >>> scores = xcf.metrics.evaluate_scene(scene, mask=scene.cloud_truth)
+    >>> round(scores["mae"], 3), round(scores["mae_reconstruction"], 3), round(scores["psnr"], 1)
+    (0.01, 0.01, 40.0)
     """
     use = [prediction, target] + ([cloudy] if cloudy is not None and mask is not None else [])
     for var in use:

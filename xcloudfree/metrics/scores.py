@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._inputs import Border, Reduction, as_images, as_mask, check_choice, check_pair
-from ._stats import comparison_stats, materialize, reduce
+from .accumulate import comparison_stats, materialize, reduce
 
 __all__ = ["mae", "rmse", "psnr", "ssim", "sam", "band_nrmse"]
 
@@ -53,19 +53,51 @@ def _score(
 
 
 def mae(pred: Any, target: Any, *, mask: Any = None, reduction: Reduction = "mean") -> float | np.ndarray:
-    """Mean absolute error ``mean|target − pred|`` (reflectance units)."""
+    """Mean absolute error ``mean|target − pred|`` (reflectance units).
+
+    >>> import numpy as np
+    >>> target = np.full((3, 8, 8), 0.2)  # (band, y, x) reflectance
+    >>> pred = target.copy()
+    >>> pred[:, :4] += 0.1  # wrong by 0.1 in the top half
+    >>> from xcloudfree.metrics import mae
+    >>> mask = np.zeros((8, 8), bool)
+    >>> mask[:4] = True
+    >>> round(mae(pred, target), 3), round(mae(pred, target, mask=mask), 3)
+    (0.05, 0.1)
+    >>> batch_pred, batch_target = np.stack([pred, target]), np.stack([target, target])  # (N, C, H, W)
+    >>> mae(batch_pred, batch_target, reduction="none").round(3).tolist()
+    [0.05, 0.0]
+    """
     return _score("mae", pred, target, mask=mask, reduction=reduction)
 
 
 def rmse(pred: Any, target: Any, *, mask: Any = None, reduction: Reduction = "mean") -> float | np.ndarray:
-    """Root mean square error ``sqrt(mean((target − pred)²))`` (reflectance units)."""
+    """Root mean square error ``sqrt(mean((target − pred)²))`` (reflectance units).
+
+    >>> import numpy as np
+    >>> target = np.full((3, 8, 8), 0.2)  # (band, y, x) reflectance
+    >>> pred = target.copy()
+    >>> pred[:, :4] += 0.1  # wrong by 0.1 in the top half
+    >>> from xcloudfree.metrics import rmse
+    >>> round(rmse(pred, target), 4)  # sqrt(0.1² / 2)
+    0.0707
+    """
     return _score("rmse", pred, target, mask=mask, reduction=reduction)
 
 
 def psnr(
     pred: Any, target: Any, *, mask: Any = None, data_range: float = 1.0, reduction: Reduction = "mean"
 ) -> float | np.ndarray:
-    """Peak signal-to-noise ratio ``20·log10(data_range / RMSE)`` in dB; ``inf`` for identical images."""
+    """Peak signal-to-noise ratio ``20·log10(data_range / RMSE)`` in dB; ``inf`` for identical images.
+
+    >>> import numpy as np
+    >>> target = np.full((3, 8, 8), 0.2)  # (band, y, x) reflectance
+    >>> pred = target.copy()
+    >>> pred[:, :4] += 0.1  # wrong by 0.1 in the top half
+    >>> from xcloudfree.metrics import psnr
+    >>> round(psnr(pred, target), 2), psnr(target, target)
+    (23.01, inf)
+    """
     return _score("psnr", pred, target, mask=mask, reduction=reduction, data_range=data_range)
 
 
@@ -77,6 +109,14 @@ def sam(
     The angle is ``acos(clip(Σ t·p / ‖t‖ / ‖p‖, −1, 1))``; it is 0 where both spectra are zero and 90° where
     only one is. Identical spectra give about 1e-6° rather than 0 (acos of a cosine rounded just below 1), as in the
     reference code.
+
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> target = xcf.sensors.reflectance(scene.s2_clear)
+    >>> pred = xcf.sensors.reflectance(scene.s2)  # the cloudy input as a (bad) prediction
+    >>> from xcloudfree.metrics import sam
+    >>> round(sam(pred, target), 2), round(sam(pred, target, mask=scene.cloud_truth), 2)  # degrees
+    (7.63, 23.83)
     """
     return _score("sam", pred, target, mask=mask, reduction=reduction, parts=frozenset({"sam"}), radians=radians)
 
@@ -95,6 +135,16 @@ def ssim(
     11×11 Gaussian window (σ = 1.5), C1 = (0.01·data_range)², C2 = (0.03·data_range)². ``border="zero"`` (the
     UnCRtainTS default) pads with zeros and averages every pixel; ``"valid"`` averages only the pixels whose window
     lies inside the image (5 px from each edge), like scikit-image and TensorFlow's ``ssim``.
+
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> target = xcf.sensors.reflectance(scene.s2_clear)
+    >>> pred = xcf.sensors.reflectance(scene.s2)  # the cloudy input as a (bad) prediction
+    >>> from xcloudfree.metrics import ssim
+    >>> round(ssim(pred, target), 3), round(ssim(pred, target, border="valid"), 3)
+    (0.589, 0.573)
+    >>> round(ssim(pred, target, mask=scene.cloud_truth), 3)  # under the clouds
+    0.144
     """
     return _score(
         "ssim",
@@ -112,5 +162,14 @@ def band_nrmse(pred: Any, target: Any, *, mask: Any = None, reduction: Reduction
     """RMSE of each band divided by that band's value range in the target (max − min): shape (C,), or (N, C).
 
     NaN for a band that is constant in the target.
+
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(size=64, cloud_cover=0.3)
+    >>> target = xcf.sensors.reflectance(scene.s2_clear)
+    >>> pred = xcf.sensors.reflectance(scene.s2)  # the cloudy input as a (bad) prediction
+    >>> from xcloudfree.metrics import band_nrmse
+    >>> rgb = ["B04", "B03", "B02"]
+    >>> band_nrmse(pred.sel(band=rgb), target.sel(band=rgb)).round(2).tolist()
+    [1.42, 1.9, 2.15]
     """
     return _score("band_nrmse", pred, target, mask=mask, reduction=reduction)

@@ -30,6 +30,12 @@ def gaussian_window() -> np.ndarray:
     """The 1-D factor ``g`` (11 values, float64) of the SSIM window ``outer(g, g)``.
 
     Offsets ``x − 5``, σ = 1.5, scaled so that the 2-D window has the sum of UnCRtainTS's float32 window.
+
+    >>> import numpy as np
+    >>> from xcloudfree.metrics import gaussian_window
+    >>> g = gaussian_window()
+    >>> g.shape, g[3:8].round(3).tolist(), round(float(np.outer(g, g).sum()), 6)
+    ((11,), [0.109, 0.213, 0.266, 0.213, 0.109], 1.0)
     """
     x = np.arange(WINDOW_SIZE) - HALO
     g = np.exp(-(x**2) / (2.0 * WINDOW_SIGMA**2))
@@ -52,6 +58,14 @@ def ssim_map(pred: np.ndarray, target: np.ndarray, data_range: float = 1.0) -> n
     """Per-pixel SSIM of two numpy arrays ``(..., H, W)``, float64, zero padding beyond the edges.
 
     A NaN makes every pixel whose window reaches it NaN.
+
+    >>> import numpy as np
+    >>> from xcloudfree.metrics.structural import ssim_map
+    >>> target = np.random.default_rng(0).uniform(0.1, 0.3, (2, 32, 32))  # (band, y, x) reflectance
+    >>> target[1, 16, 16] = np.nan
+    >>> smap = ssim_map(target, target)
+    >>> smap.shape, float(np.nanmin(smap)), int(np.isnan(smap[1]).sum())  # NaN reaches an 11 × 11 window
+    ((2, 32, 32), 1.0, 121)
     """
     g = gaussian_window()
 
@@ -72,6 +86,15 @@ def ssim_torch(pred: Any, target: Any, *, border: Border = "zero", data_range: f
     Same definition as :func:`xcloudfree.metrics.ssim` (mean over bands and pixels; ``border="zero"`` pads with
     zeros and averages all pixels, ``"valid"`` drops the 5 pixels along each edge), computed with depthwise
     separable ``conv2d`` in the tensors' dtype and device. NaN is not handled here.
+
+    >>> import numpy as np, torch
+    >>> from xcloudfree.metrics import ssim_torch
+    >>> target = torch.from_numpy(np.random.default_rng(0).uniform(0.1, 0.3, (2, 3, 32, 32)))  # (N, C, H, W)
+    >>> pred = (0.5 * target + 0.1).requires_grad_()
+    >>> loss = 1 - ssim_torch(pred, target)  # a training loss
+    >>> loss.backward()
+    >>> round(loss.item(), 3), pred.grad.shape
+    (0.123, torch.Size([2, 3, 32, 32]))
     """
     import torch
     import torch.nn.functional as F

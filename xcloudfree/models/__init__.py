@@ -1,9 +1,15 @@
 """The model zoo: every network of the five methods by name, with its :class:`ModelSpec`, and safe checkpoints.
 
+>>> import tempfile
 >>> import xcloudfree as xcf
->>> model = xcf.models.create("dsen2cr")               # the network of the paper, spec in model.spec
->>> xcf.models.save(model, "m.safetensors", metadata={"trained_on": "SEN12MS-CR train"})
->>> model = xcf.models.load("m.safetensors")
+>>> model = xcf.models.create("dsen2cr", features=16, blocks=2)  # create("dsen2cr"): the paper's sizes
+>>> model.spec.input_order[-2:], model.spec.output_bands[:3]  # what it reads and returns
+(('VV', 'VH'), ('B01', 'B02', 'B03'))
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     path = xcf.models.save(model, f"{tmp}/m.safetensors", metadata={"trained_on": "SEN12MS-CR train"})
+...     model = xcf.models.load(path)
+>>> model.metadata
+{'trained_on': 'SEN12MS-CR train'}
 
 Generators: ``dsen2cr``, ``pix2pix`` (U-Net), ``carf``, ``acgan``, ``cyclecr`` (G_S1→S2) and ``cyclecr_s2_to_s1``.
 Discriminators: ``patchgan`` (pix2pix5), ``acgan_discriminator``, ``cyclecr_discriminator``.
@@ -79,7 +85,13 @@ _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x0
 
 
 def available() -> list[str]:
-    """Names accepted by :func:`create`."""
+    """Names accepted by :func:`create`.
+
+    >>> import xcloudfree as xcf
+    >>> xcf.models.available()
+    ['dsen2cr', 'pix2pix', 'patchgan', 'carf', 'acgan', 'acgan_discriminator', 'cyclecr', 'cyclecr_s2_to_s1',
+     'cyclecr_discriminator']
+    """
     return list(_REGISTRY)
 
 
@@ -91,6 +103,14 @@ def create(name: str, **hparams: Any) -> nn.Module:
     Hyperparameters are checked before anything is allocated: each has the type of its default (integers in
     ``[1, MAX_HPARAM]``, finite non-negative floats), and the network, sized on the meta device first, must
     hold at most :data:`MAX_PARAMETERS` parameters.
+
+    >>> import xcloudfree as xcf
+    >>> model = xcf.models.create("dsen2cr", features=16, blocks=2)  # a small DSen2-CR
+    >>> model.hparams, model.spec.halo, model.spec.input_order[-3:]
+    ({'features': 16, 'blocks': 2, 'sar': True}, 8, ('B12', 'VV', 'VH'))
+    >>> xcf.models.create("dsen2cr", blocks=2.5)
+    Traceback (most recent call last):
+    ValueError: hparams.blocks: expected an integer in [1, 4096], found 2.5 (float)
     """
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"name: expected one of {available()}, found {name!r}")
@@ -161,7 +181,12 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (buffers such as BatchNorm statistics not included)."""
+    """Number of parameters (buffers such as BatchNorm statistics not included).
+
+    >>> import xcloudfree as xcf
+    >>> xcf.models.count_parameters(xcf.models.create("dsen2cr", features=16, blocks=2))
+    13341
+    """
     return sum(p.numel() for p in model.parameters())
 
 
@@ -169,6 +194,13 @@ def summary() -> list[dict[str, Any]]:
     """One row per available network at its defaults: ``name``, ``parameters`` and ``spec`` (a dict).
 
     Built on the meta device: no memory, no weights.
+
+    >>> import xcloudfree as xcf
+    >>> for row in xcf.models.summary()[:3]:
+    ...     print(row["name"], row["parameters"])
+    dsen2cr 18947341
+    pix2pix 54416003
+    patchgan 2770753
     """
     rows = []
     for name in available():
@@ -191,6 +223,17 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
     Returns
     -------
     The path written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> model = xcf.models.create("dsen2cr", features=16, blocks=2)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = xcf.models.save(model, f"{tmp}/small.safetensors", metadata={"epochs": 3})
+    ...     header = xcf.models.read_metadata(path)
+    >>> path.name, header["architecture"], header["metadata"]
+    ('small.safetensors', 'dsen2cr', {'epochs': 3})
     """
     from safetensors.torch import save_file
 
@@ -226,7 +269,16 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON header of an xcloudfree checkpoint (architecture, hparams, spec, xcloudfree_version, metadata)."""
+    """The JSON header of an xcloudfree checkpoint (architecture, hparams, spec, xcloudfree_version, metadata).
+
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = xcf.models.save(xcf.models.create("dsen2cr", features=16, blocks=2), f"{tmp}/m.safetensors")
+    ...     header = xcf.models.read_metadata(path)
+    >>> sorted(header), header["hparams"]
+    (['architecture', 'hparams', 'metadata', 'spec', 'xcloudfree_version'], {'features': 16, 'blocks': 2, 'sar': True})
+    """
     return _read_header(Path(path))[0]
 
 
@@ -237,6 +289,14 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> n
     opened), the architecture, the hyperparameters' types and ranges, every tensor name and shape against the
     network built on the meta device, and the saved spec against the network's own. The spec and provenance saved
     with the weights become ``model.spec`` and ``model.metadata``.
+
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = xcf.models.save(xcf.models.create("dsen2cr", features=16, blocks=2), f"{tmp}/m.safetensors")
+    ...     model = xcf.models.load(path)
+    >>> model.architecture, model.training, model.spec.output_bands[:3]
+    ('dsen2cr', False, ('B01', 'B02', 'B03'))
     """
     from safetensors.torch import load_file
 
@@ -260,6 +320,18 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
     names and shapes (compared with the network built on the meta device; the build stops as soon as the
     network has more parameters than the file has tensors), or a saved spec (bands, channels, scaling, size
     rules) other than the one the network's hyperparameters give, which would mislabel the output bands.
+
+    >>> import tempfile, torch
+    >>> import xcloudfree as xcf
+    >>> model = xcf.models.create("dsen2cr", features=16, blocks=2)
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> xcf.models.verify(xcf.models.save(model, f"{tmp.name}/m.safetensors"))["architecture"]
+    'dsen2cr'
+    >>> torch.save(model.state_dict(), f"{tmp.name}/m.pth")
+    >>> xcf.models.verify(f"{tmp.name}/m.pth")  # refused, never unpickled
+    Traceback (most recent call last):
+    ValueError: .../m.pth: expected a safetensors checkpoint, found a pickle (torch.save) file; ...
+    >>> tmp.cleanup()
     """
     path = Path(path)
     info, shapes = _read_header(path)

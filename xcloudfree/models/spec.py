@@ -34,7 +34,12 @@ _ROLES = ("generator", "discriminator")
 
 
 def halo_from_radius(radius: int, multiple: int = 8, cap: int = HALO_CAP) -> int:
-    """Tile overlap (px) for a receptive radius of ``radius`` px: rounded up to ``multiple``, at most ``cap``."""
+    """Tile overlap (px) for a receptive radius of ``radius`` px: rounded up to ``multiple``, at most ``cap``.
+
+    >>> from xcloudfree.models import halo_from_radius
+    >>> halo_from_radius(34), halo_from_radius(34, multiple=16), halo_from_radius(500)
+    (40, 48, 64)
+    """
     return min(int(math.ceil(radius / multiple)) * multiple, cap)
 
 
@@ -56,6 +61,20 @@ class ModelSpec:
     halo : overlap (px) tiled inference must give each tile side (see :func:`halo_from_radius`).
     residual : the output is the optical input plus a predicted residual (output bands ⊆ optical bands).
     role : ``"generator"`` (image in, image out) or ``"discriminator"`` (channels are the caller's, logits out).
+
+    Examples
+    --------
+    >>> from xcloudfree.models import ModelSpec
+    >>> rgb = ("B04", "B03", "B02")
+    >>> spec = ModelSpec(optical_bands=rgb, sar=("VV", "VH"), output_bands=rgb, normalization="tanh",
+    ...                  input_order=("VV", "VH", *rgb), halo=16)
+    >>> spec.channels(), spec.in_channels, spec.out_channels
+    (('B04', 'B03', 'B02', 'VV', 'VH'), 5, 3)
+    >>> ModelSpec.from_dict(spec.to_dict()) == spec
+    True
+    >>> ModelSpec(optical_bands=rgb, sar=(), output_bands=rgb, normalization="tanh", input_order=("B04",))
+    Traceback (most recent call last):
+    ValueError: spec.input_order: expected an ordering of the input channels ['B02', 'B03', 'B04'], found ['B04']
     """
 
     optical_bands: tuple[str, ...]

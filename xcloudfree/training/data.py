@@ -3,14 +3,16 @@
 Sources: a :class:`~xcloudfree.io.SEN12MSCR` index (or any list of scenes), endless seeded synthetic scenes, and
 the user's GeoTIFF files. Random crops, flips and rot90 are applied identically to every tensor of a sample, and
 every random choice derives from ``(seed, index)``, so a sample is the same whenever it is drawn (resume exactness).
-Clear-only data get synthetic clouds (Perlin or copy-paste, REFERENCE §4 cyclecr).
+Clear-only data get synthetic clouds (Perlin or copy-paste, REFERENCE §4 cyclecr). :class:`TrainingData` builds
+what a trainer needs from the ``data`` section of a configuration (like a datamodule): the training set, the
+validation samples and the batches of each step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,7 +22,12 @@ from ..datasets import blend_clouds, copy_paste_clouds, perlin_clouds, synthetic
 from ..inference.inputs import model_input
 from ..sensors import normalize_s2
 
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
 __all__ = [
+    "TrainingData",
+    "curated",
     "SceneDataset",
     "SyntheticDataset",
     "GeoTiffScenes",
@@ -323,3 +330,110 @@ class StepBatches(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.end - self.start
+
+
+def curated(scenes: Any, output: str | Path) -> torch.utils.data.Subset:
+    """The samples of ``scenes`` pix2pix5's curation rules accept; the report goes to ``<output>/curation.json``."""
+    from ..io.jsonfile import write_json
+    from .curation import curate
+
+    report = curate(scenes)
+    Path(output).mkdir(parents=True, exist_ok=True)
+    write_json(report.to_dict(), Path(output) / "curation.json")
+    if not report.kept_indices:
+        raise ValueError(f"data.curate: expected samples that pass the curation rules, found none ({report})")
+    return torch.utils.data.Subset(scenes, report.kept_indices)
+
+
+class TrainingData:
+    """What a trainer trains and validates on: a data set keyed ``(index, step)``, validation samples, batches.
+
+    Build it from a configuration with :meth:`from_config`; the batches of a step are a function of the step alone.
+
+    Parameters
+    ----------
+    train : :class:`SyntheticDataset` (endless) or :class:`SceneDataset`
+    val : validation samples, whole scenes without augmentation (dicts of (C, H, W) tensors)
+    batch_size : samples per step
+    seed : the seed of the sample order (and of the loader's own generator)
+    workers : DataLoader worker processes (0: load in the calling process)
+
+    Examples
+    --------
+    >>> import xcloudfree as xcf
+    >>> spec = xcf.models.create("dsen2cr", features=4, blocks=1).spec
+    >>> cfg = xcf.training.load_config(
+    ...     {"data": {"size": 32, "val_samples": 1}, "crop": 16, "batch_size": 2, "output": "unused"}
+    ... )
+    >>> data = TrainingData.from_config(cfg, spec)
+    >>> batch = next(data.batches(0, 1, device="cpu"))
+    >>> tuple(batch["input"].shape), len(data.val), data.steps_per_epoch
+    ((2, 15, 16, 16), 1, 500000)
+    """
+
+    def __init__(
+        self, train: torch.utils.data.Dataset, val: list[Sample], *, batch_size: int, seed: int, workers: int = 0
+    ) -> None:
+        self.train, self.val = train, val
+        self.batch_size, self.seed, self.workers = batch_size, seed, workers
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, spec: Any) -> TrainingData:
+        """The data of ``cfg.data`` for a network of ModelSpec ``spec`` (crop, seed, batch size from ``cfg``).
+
+        ``synthetic``: endless seeded scenes, validated on other seeded scenes; ``sen12mscr`` / ``geotiff``: the
+        (curated, with ``data.curate``: report in ``<output>/curation.json``) scenes, validated on their first
+        ``data.val_samples``.
+        """
+        build = _synthetic_data if cfg.data.source == "synthetic" else _scene_data
+        train, val = build(cfg, spec)
+        return cls(train, val, batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in an epoch, ``len(train) // batch_size`` (at least 1): schedules in epochs need it."""
+        return max(1, len(self.train) // self.batch_size)
+
+    def batches(self, start: int, end: int, device: str | torch.device = "cpu") -> Iterator[Sample]:
+        """The batches (dicts of (B, C, H, W) tensors on ``device``) of steps ``start … end − 1``."""
+        device = torch.device(device)
+        endless = isinstance(self.train, SyntheticDataset)
+        sampler = StepBatches(start, end, self.batch_size, len(self.train), self.seed, endless)
+        loader = torch.utils.data.DataLoader(
+            self.train,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+            # Its own generator: a loader draws a base seed when iterated, which from the global generator would
+            # shift the dropout and image-pool draws of a resumed run by one (resume must be bit for bit).
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        for batch in loader:
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _synthetic_data(cfg: TrainConfig, spec: Any) -> tuple[SyntheticDataset, list[Sample]]:
+    d = cfg.data
+    common = {"size": d.size, "mask": d.mask, "cloud_cover": tuple(d.cloud_cover)}
+    train = SyntheticDataset(spec, crop=cfg.crop, seed=cfg.seed, crops_per_scene=d.crops_per_scene, **common)
+    val_data = SyntheticDataset(spec, crop=None, flips=False, seed=cfg.seed + 7919, **common)
+    return train, [val_data.sample(i) for i in range(d.val_samples)]
+
+
+def _scene_data(cfg: TrainConfig, spec: Any) -> tuple[SceneDataset, list[Sample]]:
+    d = cfg.data
+    if d.source == "sen12mscr":
+        from ..io import SEN12MSCR
+
+        scenes: Any = SEN12MSCR(d.root, split=d.split, seasons=d.seasons)
+    else:
+        scenes = GeoTiffScenes(d.files)
+    if d.curate:
+        scenes = curated(scenes, cfg.output)
+    train = SceneDataset(
+        scenes, spec, crop=cfg.crop, seed=cfg.seed, cache=d.cache, mask=d.mask, synthetic_clouds=d.synthetic_clouds
+    )
+    # Validation scores whole scenes: the samples before augmentation, which training reads (and caches) anyway.
+    return train, [train._sample(i) for i in range(min(d.val_samples, len(train)))]

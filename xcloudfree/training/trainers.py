@@ -3,7 +3,9 @@
 Every trainer follows one loop: draw the batch of step ``s`` (a function of the seed and ``s`` alone), one optimiser
 step per network (gradients clipped after backward), schedule, log (CSV + tqdm), validate every ``val_every`` steps,
 checkpoint every ``checkpoint_every`` steps and at the end. The state (networks, optimisers, schedules, image pools,
-RNG) is one safetensors file plus JSON metadata: nothing is pickled, and ``resume`` continues bit for bit on CPU.
+RNG) is one safetensors file plus strict JSON metadata: nothing is pickled, and ``resume`` continues bit for bit on
+CPU. What a trainer trains on comes from :class:`~xcloudfree.training.data.TrainingData`; where and in which
+precision it runs, from :mod:`xcloudfree.inference.runtime` (the rules of inference).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 from torch import nn
 
 from .. import models
+from ..inference.runtime import amp_dtype, autocast, resolve_device, to_device
+from ..io.jsonfile import to_json, write_json
 from . import losses
 from .config import TrainConfig, load_config
-from .data import SceneDataset, StepBatches, SyntheticDataset, collate
+from .data import TrainingData
 
 __all__ = ["Trainer", "SupervisedTrainer", "AdversarialTrainer", "CycleTrainer", "train", "make_trainer"]
 
@@ -78,23 +82,24 @@ def _schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class Trainer:
-    """The loop shared by all methods; subclasses define the networks and :meth:`train_step`."""
+    """The loop shared by all methods; subclasses define the networks and :meth:`train_step`.
+
+    Attributes
+    ----------
+    device : torch.device of ``config.device`` (:func:`~xcloudfree.inference.runtime.resolve_device`)
+    amp_dtype : autocast dtype, None for float32 (``config.amp``: precision ``"auto"``, else ``"float32"``)
+    data : :class:`~xcloudfree.training.data.TrainingData` built from ``config.data``
+    """
 
     def __init__(self, config: TrainConfig | dict | str | Path) -> None:
         self.cfg = cfg = load_config(config)
-        self.device = _device(cfg.device)
+        # The device and precision rules of inference (xcloudfree.inference.runtime): CUDA asked for where there
+        # is none is refused here, not at the first forward pass; ``amp`` is precision "auto", else float32.
+        self.device = torch.device(resolve_device(cfg.device, name="config.device"))
+        self.amp_dtype = amp_dtype(self.device, "auto" if cfg.amp else "float32")
         # Data draw their randomness from (seed, step); torch's generator drives init, dropout and image pools.
         torch.manual_seed(cfg.seed)
-        self.amp_dtype = None
-        if cfg.amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -102,16 +107,14 @@ class Trainer:
         self.pools: dict[str, ImagePool] = {}
         self.build()
         for name, net in self.nets.items():
-            net.to(self.device)
-            if self.device.type == "cuda":
-                net.to(memory_format=torch.channels_last)
+            to_device(net, self.device)
             self.optimizers[name] = _optimizer(cfg, net.parameters())
         self.generator = self.nets["G"]
         self.step = 0
         self.output = Path(cfg.output)
-        self.dataset, self.val = self._data()
+        self.data = TrainingData.from_config(cfg, self.generator.spec)
         # Schedules in epochs (the papers' unit) need the data set's length: an epoch is len // batch_size steps.
-        self.steps_per_epoch = max(1, len(self.dataset) // cfg.batch_size)
+        self.steps_per_epoch = self.data.steps_per_epoch
         for name, optimizer in self.optimizers.items():
             self.schedules[name] = _schedule(cfg, optimizer, self.steps_per_epoch)
 
@@ -123,80 +126,24 @@ class Trainer:
         raise NotImplementedError
 
     # --- data ---------------------------------------------------------------------------------------------------
-    def _data(self) -> tuple[Any, list[dict[str, torch.Tensor]]]:
-        cfg, d = self.cfg, self.cfg.data
-        spec = self.nets["G"].spec
-        if d.source == "synthetic":
-            train = SyntheticDataset(
-                spec,
-                size=d.size,
-                crop=cfg.crop,
-                mask=d.mask,
-                seed=cfg.seed,
-                cloud_cover=tuple(d.cloud_cover),
-                crops_per_scene=d.crops_per_scene,
-            )
-            val_data = SyntheticDataset(
-                spec,
-                size=d.size,
-                crop=None,
-                flips=False,
-                mask=d.mask,
-                seed=cfg.seed + 7919,
-                cloud_cover=tuple(d.cloud_cover),
-            )
-            val = [val_data.sample(i) for i in range(d.val_samples)]
-            return train, val
-        if d.source == "sen12mscr":
-            from ..io import SEN12MSCR
+    @property
+    def dataset(self) -> torch.utils.data.Dataset:
+        """The training set (:attr:`TrainingData.train`)."""
+        return self.data.train
 
-            scenes: Any = SEN12MSCR(d.root, split=d.split, seasons=d.seasons)
-        else:
-            from .data import GeoTiffScenes
-
-            scenes = GeoTiffScenes(d.files)
-        if d.curate:
-            scenes = self._curated(scenes)
-        train = SceneDataset(
-            scenes, spec, crop=cfg.crop, seed=cfg.seed, cache=d.cache, mask=d.mask, synthetic_clouds=d.synthetic_clouds
-        )
-        # Validation scores whole scenes: the samples before augmentation, which training reads (and caches) anyway.
-        return train, [train._sample(i) for i in range(min(d.val_samples, len(train)))]
-
-    def _curated(self, scenes: Any) -> Any:
-        """Keep the samples pix2pix5's curation rules accept; the report goes to ``<output>/curation.json``."""
-        from .curation import curate
-
-        report = curate(scenes)
-        self.output.mkdir(parents=True, exist_ok=True)
-        (self.output / "curation.json").write_text(json.dumps(report.to_dict(), indent=1, default=_json_default))
-        if not report.kept_indices:
-            raise ValueError(f"data.curate: expected samples that pass the curation rules, found none ({report})")
-        return torch.utils.data.Subset(scenes, report.kept_indices)
+    @property
+    def val(self) -> list[dict[str, torch.Tensor]]:
+        """The validation samples (:attr:`TrainingData.val`)."""
+        return self.data.val
 
     def batches(self, start: int, end: int) -> Any:
-        """The batches of steps ``start … end − 1``, loaded by ``workers`` processes when configured."""
-        endless = isinstance(self.dataset, SyntheticDataset)
-        sampler = StepBatches(start, end, self.cfg.batch_size, len(self.dataset), self.cfg.seed, endless)
-        loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_sampler=sampler,
-            collate_fn=collate,
-            num_workers=self.cfg.workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            # Its own generator: a loader draws a base seed when iterated, which from the global generator would
-            # shift the dropout and image-pool draws of a resumed run by one (resume must be bit for bit).
-            generator=torch.Generator().manual_seed(self.cfg.seed),
-        )
-        for batch in loader:
-            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        """The batches of steps ``start … end − 1`` on the trainer's device (:meth:`TrainingData.batches`)."""
+        return self.data.batches(start, end, self.device)
 
     # --- one optimiser step -------------------------------------------------------------------------------------
     def autocast(self) -> Any:
-        return torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        )
+        """The forward passes' autocast context (a no-op in float32)."""
+        return autocast(self.device, self.amp_dtype)
 
     def update(self, names: str | tuple[str, ...], loss: torch.Tensor) -> None:
         """Backward once, clip (after backward, unlike the reference port), step every named network."""
@@ -236,6 +183,7 @@ class Trainer:
 
     # --- state --------------------------------------------------------------------------------------------------
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The training state as tensors (networks, optimiser moments, pools, RNG) and JSON-able metadata."""
         tensors: dict[str, torch.Tensor] = {}
         meta: dict[str, Any] = {
             "step": self.step,
@@ -248,15 +196,7 @@ class Trainer:
         for name, net in self.nets.items():
             for key, value in net.state_dict().items():
                 tensors[f"net/{name}/{key}"] = value.detach().cpu().contiguous()
-            opt_state = self.optimizers[name].state_dict()
-            plain: dict[str, Any] = {}
-            for idx, state in opt_state["state"].items():
-                for key, value in state.items():
-                    if torch.is_tensor(value):
-                        tensors[f"opt/{name}/{idx}/{key}"] = value.detach().cpu().contiguous()
-                    else:
-                        plain[f"{idx}/{key}"] = value
-            meta["optimizers"][name] = {"param_groups": opt_state["param_groups"], "plain": plain}
+            meta["optimizers"][name] = _pack_optimizer(self.optimizers[name], f"opt/{name}/", tensors)
             meta["schedules"][name] = self.schedules[name].state_dict()
         for name, pool in self.pools.items():
             meta["pools"][name] = len(pool.images)
@@ -275,7 +215,7 @@ class Trainer:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file(tensors, str(tmp), metadata={_STATE_KEY: json.dumps(meta, default=_json_default)})
+        save_file(tensors, str(tmp), metadata={_STATE_KEY: to_json(meta)})
         os.replace(tmp, path)
         return path
 
@@ -301,18 +241,7 @@ class Trainer:
         for name, net in self.nets.items():
             prefix = f"net/{name}/"
             net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-            saved = meta["optimizers"][name]
-            state: dict[int, dict[str, Any]] = {}
-            for key, value in tensors.items():
-                if key.startswith(f"opt/{name}/"):
-                    _, _, idx, field_name = key.split("/", 3)
-                    state.setdefault(int(idx), {})[field_name] = (
-                        value.to(self.device) if field_name != "step" else value
-                    )
-            for key, value in saved["plain"].items():
-                idx, field_name = key.split("/", 1)
-                state.setdefault(int(idx), {})[field_name] = value
-            self.optimizers[name].load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+            _unpack_optimizer(self.optimizers[name], f"opt/{name}/", tensors, meta["optimizers"][name], self.device)
             self.schedules[name].load_state_dict(meta["schedules"][name])
         for name, count in meta["pools"].items():
             self.pools[name].images = [tensors[f"pool/{name}/{i}"].to(self.device) for i in range(count)]
@@ -338,7 +267,7 @@ class Trainer:
         cfg = self.cfg
         end = cfg.steps if steps is None else steps
         self.output.mkdir(parents=True, exist_ok=True)
-        (self.output / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        write_json(cfg.to_dict(), self.output / "config.json")
         train_log = _CsvLog(self.output / "train_log.csv")
         val_log = _CsvLog(self.output / "val_log.csv")
         val: dict[str, float] = {}
@@ -387,16 +316,6 @@ class _CsvLog:
             if new:
                 writer.writeheader()
             writer.writerow(row)
-
-
-def _json_default(value: Any) -> Any:
-    if torch.is_tensor(value):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 class SupervisedTrainer(Trainer):
@@ -514,6 +433,34 @@ class CycleTrainer(Trainer):
         }
 
 
+def _pack_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor]) -> dict:
+    """Put an optimiser's tensors into ``tensors`` under ``prefix`` and return the rest (JSON-able metadata)."""
+    opt_state = optimizer.state_dict()
+    plain: dict[str, Any] = {}
+    for idx, state in opt_state["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}{idx}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                plain[f"{idx}/{key}"] = value
+    return {"param_groups": opt_state["param_groups"], "plain": plain}
+
+
+def _unpack_optimizer(
+    optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], saved: dict, device: torch.device
+) -> None:
+    """Load what :func:`_pack_optimizer` wrote into ``optimizer``; moments go to ``device``, step counts stay."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            idx, field_name = key[len(prefix) :].split("/", 1)
+            state.setdefault(int(idx), {})[field_name] = value.to(device) if field_name != "step" else value
+    for key, value in saved["plain"].items():
+        idx, field_name = key.split("/", 1)
+        state.setdefault(int(idx), {})[field_name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
 def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], allow_changes: bool) -> None:
     from .config import RESUME_SILENT, RESUME_WARN, config_changes
 
@@ -541,7 +488,15 @@ _TRAINERS = {"supervised": SupervisedTrainer, "adversarial": AdversarialTrainer,
 
 
 def make_trainer(config: TrainConfig | dict | str | Path) -> Trainer:
-    """The trainer of the configured method."""
+    """The trainer of the configured method, with its networks, optimisers and data built.
+
+    >>> tiny = {"name": "dsen2cr", "hparams": {"features": 4, "blocks": 1}}
+    >>> trainer = make_trainer(
+    ...     {"model": tiny, "data": {"size": 32, "val_samples": 1}, "crop": 16, "device": "cpu", "output": "unused"}
+    ... )
+    >>> type(trainer).__name__, trainer.device, trainer.amp_dtype, sorted(trainer.nets)
+    ('SupervisedTrainer', device(type='cpu'), None, ['G'])
+    """
     cfg = load_config(config)
     return _TRAINERS[cfg.trainer](cfg)
 

@@ -7,10 +7,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .datasets import synthetic_scene
-from .io import write_cog
-from .masking import detect, to_classes
-from .plot import quicklook, rgb
+from ..datasets import synthetic_scene
+from ..inference import predict
+from ..io import write_cog
+from ..io.jsonfile import write_json
+from ..masking import detect, to_classes
+from ..metrics import evaluate
+from ..plot import quicklook, rgb
+from ..sensors import reflectance
 
 __all__ = ["run_demo"]
 
@@ -25,11 +29,6 @@ def run_demo(
     clouds. Writes the cloudy and cloud-free COGs, the mask COG, ``quicklook.png`` (cloudy | mask | prediction |
     truth) and ``metrics.json``; returns the written paths by name.
     """
-    from .inference import predict
-    from .metrics import evaluate
-    from .metrics.report import write_json
-    from .sensors import reflectance
-
     out = Path(out)
     scene = synthetic_scene(size, seed=seed, cloud_cover=cloud_cover).chunk({"x": 256, "y": 256})
     masks = detect(scene, method="dsen2cr")
@@ -47,8 +46,8 @@ def run_demo(
         "model": pred.attrs["model"],
         "weights_sha256": pred.attrs["weights_sha256"],
         "mask_iou_dsen2cr": _iou(masks["cloud"].values, inside),
-        "prediction": _scores(evaluate, predicted, truth, cloudy, inside),
-        "identity": _scores(evaluate, cloudy, truth, cloudy, inside),
+        "prediction": _scores(predicted, truth, cloudy, inside),
+        "identity": _scores(cloudy, truth, cloudy, inside),
         "notes": "scores on reflectance (DN/10000, clipped); 'inside_clouds' = the true cloud mask; "
         "'identity' scores the cloudy input as if it were the prediction",
     }
@@ -70,7 +69,7 @@ def run_demo(
     return written
 
 
-def _scores(evaluate, pred: np.ndarray, target: np.ndarray, cloudy: np.ndarray, inside: np.ndarray) -> dict:
+def _scores(pred: np.ndarray, target: np.ndarray, cloudy: np.ndarray, inside: np.ndarray) -> dict:
     keys = ("mae", "rmse", "psnr", "ssim", "sam")
     overall = evaluate(pred, target, cloudy=cloudy, mask=inside)
     return {

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .geotiff import read_dem, read_s1, read_s2
+from ..io.geotiff import read_dem, read_s1, read_s2
 
 __all__ = ["describe_file"]
 
@@ -16,6 +16,22 @@ def describe_file(path: str | Path, *, as_: str = "auto") -> str:
     """A short multi-line text: what the file is read as, its grid, bands and value range.
 
     ``as_`` is ``"s2"``, ``"s1"``, ``"dem"`` or ``"auto"`` (1 band → dem, 2 → s1, else s2).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     s1 = xcf.io.write_cog(xcf.datasets.synthetic_scene(64, seed=1)["s1"], f"{tmp}/s1.tif")
+    ...     print(describe_file(s1))
+    file: .../s1.tif
+    read as: s1 {'polarization': 2, 'y': 64, 'x': 64} float32
+    crs: EPSG:32633
+    pixel: 10 × 10, upper-left (500000.00, 5100000.00)
+    bounds: (500000.0, 5099360.0, 500640.0, 5100000.0)
+    polarization: VV, VH
+    values: min -34.5, mean -13.62, max 1.689 dB
+    nodata (NaN): 0 of 8192
     """
     readers = {"s2": read_s2, "s1": read_s1, "dem": read_dem}
     if as_ == "auto":

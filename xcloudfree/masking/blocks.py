@@ -1,4 +1,4 @@
-"""Plumbing shared by the mask methods: input checks, halo blocks on Dask, exact filters, the result Dataset.
+"""The block machinery every mask method runs on: input checks, halo blocks on Dask, exact filters, the result.
 
 Every method computes its masks block by block with a function ``func(block, *, borders, origin, halo, ...)``:
 ``block`` is ``(layers, y, x)`` with ``halo`` pixels of the neighbouring blocks on its interior sides and nothing
@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import rioxarray  # noqa: F401  (registers .rio: nodata and CRS here, nodata in to_classes)
 import xarray as xr
 from scipy import ndimage
 

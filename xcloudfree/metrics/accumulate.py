@@ -10,6 +10,7 @@ image size (bench/bench_metrics.py).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -58,73 +59,113 @@ def block_stats(
     """
     n, c, height, width = pred.shape
     h, w = height - 2 * halo, width - 2 * halo
-    wts = []
-    for wt in weights:
-        if wt is not None:
-            wt = np.asarray(wt[..., halo : halo + h, halo : halo + w], dtype=np.float64)
-            wt = np.ascontiguousarray(np.broadcast_to(wt, (n, h, w)))  # contiguous rows: dot products copy nothing
-            check_weights(wt)
-        wts.append(wt)
+    wts = [None if wt is None else _inner_weights(wt, halo, (n, h, w)) for wt in weights]
     region = np.zeros((h, w), dtype=bool)
     top, bottom, left, right = crop
     region[top : h - bottom, left : w - right] = True
+    common, out = _empty_stats(n, c, parts, len(wts))
+    add_slab = functools.partial(_add_slab, out, common, halo=halo, region=region, parts=parts, data_range=data_range)
+    step = max(1, _SLAB_PIXELS // max(w, 1))
+    for i, r0 in ((i, r0) for i in range(n) for r0 in range(0, h, step)):
+        r1 = min(h, r0 + step)
+        add_slab(pred[i], ref[i], [None if wt is None else wt[i, r0:r1] for wt in wts], i=i, rows=(r0, r1))
+    _check_reflectance(common, names)
+    return out
 
+
+def _inner_weights(wt: np.ndarray, halo: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """The weights of the block's inner part as contiguous float64 (n, h, w), checked to lie in [0, 1]."""
+    n, h, w = shape
+    wt = np.asarray(wt[..., halo : halo + h, halo : halo + w], dtype=np.float64)
+    wt = np.ascontiguousarray(np.broadcast_to(wt, shape))  # contiguous rows: dot products copy nothing
+    check_weights(wt)
+    return wt
+
+
+def _empty_stats(n: int, c: int, parts: frozenset[str], count: int) -> tuple[Stats, list[Stats]]:
+    """Zeroed sums for ``count`` weightings; the ranges and maxima (``common``) are one set shared by all."""
     common = {"tmin": np.full((n, c), np.inf), "tmax": np.full((n, c), -np.inf)}
     common |= {key: np.zeros(n) for key in ("nan", "pred_max", "ref_max")}
     keys = [("n", (n, c)), ("abs", (n, c)), ("sq", (n, c))]
     keys += [("sam_sum", (n,)), ("sam_n", (n,))] if "sam" in parts else []
     keys += [("ssim_sum", (n,)), ("ssim_n", (n,))] if "ssim" in parts else []
-    out = [common | {key: np.zeros(shape) for key, shape in keys} for _ in wts]
+    return common, [common | {key: np.zeros(shape) for key, shape in keys} for _ in range(count)]
 
+
+def _add_slab(
+    out: list[Stats],
+    common: Stats,
+    pred: np.ndarray,
+    ref: np.ndarray,
+    slab_w: list[np.ndarray | None],
+    *,
+    i: int,
+    rows: tuple[int, int],
+    halo: int,
+    region: np.ndarray,
+    parts: frozenset[str],
+    data_range: float,
+) -> None:
+    """Add the sums of rows ``r0:r1`` of the inner part of sample ``i`` (``pred``, ``ref``: (C, H, W) with halo)."""
+    r0, r1 = rows
+    w = region.shape[1]
     context = HALO if "ssim" in parts else 0  # pixels around each inner pixel that its sums need
-    step = max(1, _SLAB_PIXELS // max(w, 1))
-    for i, r0 in ((i, r0) for i in range(n) for r0 in range(0, h, step)):
-        r1 = min(h, r0 + step)
-        rows, cols = slice(context, context + r1 - r0), slice(context, context + w)
-        slab_w = [None if wt is None else wt[i, r0:r1] for wt in wts]
-        dot, norm_t, norm_p = (np.zeros((r1 - r0, w)) for _ in range(3))
-        pixel_valid = np.ones((r1 - r0, w), dtype=bool)
-        for b in range(c):
-            extent = (halo + r0 - context, halo + r1 + context, halo - context, halo + w + context)
-            p_win, t_win = _window(pred[i, b], *extent), _window(ref[i, b], *extent)
-            p, t = p_win[rows, cols], t_win[rows, cols]
-            valid = np.isfinite(p) & np.isfinite(t)
-            p0, t0 = np.where(valid, p, 0.0), np.where(valid, t, 0.0)
-            err = p0 - t0
-            planes = {"n": valid.astype(np.float64), "abs": np.abs(err), "sq": err * err}
-            common["tmin"][i, b] = min(common["tmin"][i, b], np.where(valid, t, np.inf).min(initial=np.inf))
-            common["tmax"][i, b] = max(common["tmax"][i, b], np.where(valid, t, -np.inf).max(initial=-np.inf))
-            common["nan"][i] += valid.size - planes["n"].sum()
-            common["pred_max"][i] = max(common["pred_max"][i], np.abs(p0).max(initial=0.0))
-            common["ref_max"][i] = max(common["ref_max"][i], np.abs(t0).max(initial=0.0))
-            if "sam" in parts:
-                dot += p0 * t0
-                norm_t += t0 * t0
-                norm_p += p0 * p0
-                pixel_valid &= valid
-            if "ssim" in parts:
-                smap = ssim_map(p_win, t_win, data_range)[rows, cols]
-                ssim_valid = np.isfinite(smap) & region[r0:r1]
-                planes_ssim = {"ssim_sum": np.where(ssim_valid, smap, 0.0), "ssim_n": ssim_valid.astype(np.float64)}
-            for stats, wt in zip(out, slab_w, strict=True):
-                for key, plane in planes.items():
-                    stats[key][i, b] += _wsum(plane, wt)
-                if "ssim" in parts:
-                    for key, plane in planes_ssim.items():
-                        stats[key][i] += _wsum(plane, wt)
+    inner = (slice(context, context + r1 - r0), slice(context, context + w))
+    dot, norm_t, norm_p = (np.zeros((r1 - r0, w)) for _ in range(3))
+    pixel_valid = np.ones((r1 - r0, w), dtype=bool)
+    for b in range(pred.shape[0]):
+        extent = (halo + r0 - context, halo + r1 + context, halo - context, halo + w + context)
+        p_win, t_win = _window(pred[b], *extent), _window(ref[b], *extent)
+        p, t = p_win[inner], t_win[inner]
+        valid = np.isfinite(p) & np.isfinite(t)
+        p0, t0 = np.where(valid, p, 0.0), np.where(valid, t, 0.0)
+        _track_ranges(common, (i, b), t, p0, t0, valid)
+        err = p0 - t0
+        _add_weighted(out, slab_w, (i, b), {"n": valid.astype(np.float64), "abs": np.abs(err), "sq": err * err})
         if "sam" in parts:
-            angle = np.where(pixel_valid, _spectral_angle(dot, norm_t, norm_p), 0.0)
-            for stats, wt in zip(out, slab_w, strict=True):
-                stats["sam_sum"][i] += _wsum(angle, wt)
-                stats["sam_n"][i] += _wsum(pixel_valid.astype(np.float64), wt)
+            dot += p0 * t0
+            norm_t += t0 * t0
+            norm_p += p0 * p0
+            pixel_valid &= valid
+        if "ssim" in parts:
+            smap = ssim_map(p_win, t_win, data_range)[inner]
+            ssim_valid = np.isfinite(smap) & region[r0:r1]
+            planes = {"ssim_sum": np.where(ssim_valid, smap, 0.0), "ssim_n": ssim_valid.astype(np.float64)}
+            _add_weighted(out, slab_w, i, planes)
+    if "sam" in parts:
+        angle = np.where(pixel_valid, _spectral_angle(dot, norm_t, norm_p), 0.0)
+        _add_weighted(out, slab_w, i, {"sam_sum": angle, "sam_n": pixel_valid.astype(np.float64)})
 
+
+def _track_ranges(
+    common: Stats, index: tuple[int, int], t: np.ndarray, p0: np.ndarray, t0: np.ndarray, valid: np.ndarray
+) -> None:
+    """Update the range of the valid ``t``, the count of invalid pixels and the largest |values| of one band."""
+    i, _ = index
+    common["tmin"][index] = min(common["tmin"][index], np.where(valid, t, np.inf).min(initial=np.inf))
+    common["tmax"][index] = max(common["tmax"][index], np.where(valid, t, -np.inf).max(initial=-np.inf))
+    common["nan"][i] += valid.size - np.count_nonzero(valid)
+    common["pred_max"][i] = max(common["pred_max"][i], np.abs(p0).max(initial=0.0))
+    common["ref_max"][i] = max(common["ref_max"][i], np.abs(t0).max(initial=0.0))
+
+
+def _add_weighted(
+    out: list[Stats], slab_w: list[np.ndarray | None], index: int | tuple[int, int], planes: dict[str, np.ndarray]
+) -> None:
+    """Add the weighted sum of each plane to ``stats[key][index]`` of every weighting."""
+    for stats, wt in zip(out, slab_w, strict=True):
+        for key, plane in planes.items():
+            stats[key][index] += _wsum(plane, wt)
+
+
+def _check_reflectance(common: Stats, names: tuple[str, str]) -> None:
+    """Refuse digital numbers: the scores are defined on reflectance."""
     for key, name in zip(("pred_max", "ref_max"), names, strict=True):
         if common[key].max(initial=0.0) > _DN_LIMIT:
             raise ValueError(
                 f"{name}: expected reflectance in [0, 1], found values up to {common[key].max():g} (DN?); "
                 "scale Sentinel-2 DN with xcloudfree.sensors.reflectance first"
             )
-    return out
 
 
 def _window(plane: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:

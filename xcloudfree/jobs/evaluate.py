@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from ..io import read_s2
-from ..io.geotiff import atomic_path
+from ..io.jsonfile import write_json
+from ..masking import detect
+from ..metrics import evaluate
+from ..plot import plot_evaluation
 from ..scene import check_same_grid
 from ..sensors import reflectance
-from .evaluation import evaluate
 
-__all__ = ["evaluate_files", "write_json"]
+__all__ = ["evaluate_files"]
 
 
 def evaluate_files(
@@ -33,6 +33,18 @@ def evaluate_files(
     With ``cloudy`` (the input image) and ``mask`` (a masking method run on it) the ``*_reconstruction``
     (inside the mask) and ``*_reproduction`` (outside, vs the cloudy input) scores are added. The report is written
     to ``json_path`` and the figure (error map, per-band nRMSE) to ``plot_path`` when given, atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import xcloudfree as xcf
+    >>> scene = xcf.datasets.synthetic_scene(64, seed=1)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     cloudy = xcf.io.write_cog(scene["s2"], f"{tmp}/cloudy.tif")
+    ...     clear = xcf.io.write_cog(scene["s2_clear"], f"{tmp}/clear.tif")
+    ...     report = evaluate_files(cloudy, clear, cloudy=cloudy, mask="dsen2cr")  # the identity baseline
+    >>> round(report["psnr"], 2), report["psnr_reproduction"]  # outside the mask it is the cloudy input itself
+    (11.11, inf)
     """
     images = {
         "pred": read_s2(pred, name="pred", chunks=chunks),
@@ -53,11 +65,7 @@ def evaluate_files(
             f"found {list(map(str, images['pred']['band'].values))}"
         )
     refl = {k: reflectance(v.sel(band=bands)) for k, v in images.items()}
-    weights = None
-    if mask is not None:
-        from ..masking import detect
-
-        weights = detect(images["cloudy"], method=mask)["mask"]
+    weights = None if mask is None else detect(images["cloudy"], method=mask)["mask"]
     scores = evaluate(refl["pred"], refl["target"], cloudy=refl.get("cloudy"), mask=weights, band_names=bands)
     report = {
         **scores,
@@ -68,28 +76,5 @@ def evaluate_files(
     if json_path is not None:
         write_json(report, json_path)
     if plot_path is not None:
-        from ..plot import plot_evaluation
-
         plot_evaluation(refl["pred"], refl["target"], Path(plot_path), band_names=bands, mask=weights)
     return report
-
-
-def write_json(data: dict, path: str | os.PathLike) -> Path:
-    """Write a report as valid JSON, atomically: non-finite numbers (PSNR of identical images) become
-    the strings ``"inf"``, ``"-inf"``, ``"nan"``."""
-    final, tmp = atomic_path(path)
-    tmp.write_text(json.dumps(_plain(data), indent=1, allow_nan=False))
-    tmp.replace(final)
-    return final
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _plain(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
