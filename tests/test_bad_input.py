@@ -359,10 +359,13 @@ def test_zarr_replacement_never_leaves_no_store(tmp_path, scene):
 
 def test_in_memory_model_checkpoint_is_removed(model, monkeypatch):
     monkeypatch.setattr(runtime, "active_client", lambda: object())  # as under a dask.distributed client
+    shipped = []
+    monkeypatch.setattr(runtime, "ship_file", lambda client, path, name: shipped.append(name))
     module = xcf.models.create("dsen2cr", features=4, blocks=1)
     ref, _ = runtime.resolve_model(module, device="cpu")
     folder = Path(ref.path).parent
     assert folder.is_dir() and folder.name.startswith("xcloudfree-model-")
+    assert shipped == [f"xcloudfree-model-{ref.sha256}.safetensors"]  # the workers get their own copy
     del module
     gc.collect()
     assert not folder.exists()

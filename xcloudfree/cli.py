@@ -43,6 +43,14 @@ class _Commands(TyperGroup):
             raise typer.Exit(code=2) from None
 
 
+# The cluster options of the commands that compute on Dask (remove, fill): docs/scaling.md.
+_Workers = Annotated[
+    int, typer.Option(help="Start a local Dask cluster of N worker processes and print its dashboard (0: threads).")
+]
+_Scheduler = Annotated[
+    str | None, typer.Option(help="Run on the Dask cluster whose scheduler listens here (e.g. tcp://host:8786).")
+]
+
 app = typer.Typer(
     name="xcloudfree",
     help="Remove clouds from Sentinel-2 images with Sentinel-1 SAR.",
@@ -173,7 +181,8 @@ def remove(
     feather: Annotated[int, typer.Option(help="Feathering width at mask edges, px (with --keep-clear).")] = 3,
     product: Annotated[str | None, typer.Option(help="L1C or L2A (12 bands).")] = None,
     chunk: Annotated[int, typer.Option(help="Dask chunk side in pixels.")] = 2048,
-    workers: Annotated[int, typer.Option(help="Start a local Dask cluster of N worker processes (0: threads).")] = 0,
+    workers: _Workers = 0,
+    scheduler: _Scheduler = None,
 ) -> None:
     """Remove clouds from a Sentinel-2 GeoTIFF with a network, tile by tile, streaming to a COG."""
     from .jobs.remove import remove_clouds
@@ -187,7 +196,9 @@ def remove(
         product=product,
         chunk=chunk,
         workers=workers,
+        scheduler=scheduler,
         progress=True,
+        log=typer.echo,
         tile=tile,
         overlap=overlap,
         blend=blend,
@@ -228,7 +239,8 @@ def fill(
     crs: Annotated[str | None, typer.Option(help="Output CRS, e.g. EPSG:32633 (default: the items' own).")] = None,
     dem: Annotated[Path | None, typer.Option("--dem", help="DEM GeoTIFF (m), any grid.")] = None,
     chunk: Annotated[int, typer.Option(help="Dask chunk side in pixels.")] = 1024,
-    workers: Annotated[int, typer.Option(help="Start a local Dask cluster of N worker processes (0: threads).")] = 0,
+    workers: _Workers = 0,
+    scheduler: _Scheduler = None,
 ) -> None:
     """Search a STAC API, load the S2 (+ S1) time series and fill its cloudy pixels into a Zarr cube."""
     from .jobs.fill import fill_from_stac
@@ -256,6 +268,7 @@ def fill(
         dem=dem,
         chunk=chunk,
         workers=workers,
+        scheduler=scheduler,
         progress=True,
         log=typer.echo,
     )

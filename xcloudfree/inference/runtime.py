@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..checks import check_choice, check_device
-from ..parallel import active_client, worker_threads
+from ..parallel import active_client, ship_file, shipped_file, worker_threads
 
 if TYPE_CHECKING:
     import torch
@@ -207,9 +207,13 @@ def get_runner(ref: ModelRef) -> _Runner:
             from ..models import file_sha256, load
 
             _set_worker_threads()
-            if ref.sha256 is not None and file_sha256(Path(ref.path)) != ref.sha256:
+            # A worker of a cluster loads the copy the client shipped (_checkpoint_ref): the client's path may not
+            # exist on its machine.
+            path = shipped_file(_shipped_name(ref.sha256)) if ref.sha256 else None
+            path = path or Path(ref.path)
+            if ref.sha256 is not None and file_sha256(path) != ref.sha256:
                 raise ValueError(f"model: the checkpoint {ref.path!r} changed since the graph was built (SHA-256)")
-            module = load(ref.path, map_location="cpu")
+            module = load(path, map_location="cpu")
             module._xcf_sha256 = ref.sha256
             _CACHE[key] = _Runner(module, ref.device, ref.precision)
             _LOADS += 1
@@ -221,7 +225,8 @@ def resolve_model(model: Any, *, device: str = "auto", precision: str = "auto") 
 
     A name gives the bundled weights of that model when the package ships them, else an untrained network (with a
     warning). Under a ``dask.distributed`` client an in-process module is written once to a temporary safetensors
-    checkpoint so that workers load it by path (for remote workers pass a path they can read).
+    checkpoint. Under a client every checkpoint is also shipped to the workers' local directories
+    (:func:`xcloudfree.parallel.ship_file`), so no worker needs to read the client's file system.
 
     >>> import xcloudfree as xcf
     >>> ref, spec = resolve_model(xcf.models.create("dsen2cr", features=4, blocks=1), device="cpu")
@@ -261,7 +266,16 @@ def resolve_model(model: Any, *, device: str = "auto", precision: str = "auto") 
 def _checkpoint_ref(path: Path, device: str, precision: str) -> ModelRef:
     from ..models import file_sha256
 
-    return ModelRef(str(Path(path).resolve()), file_sha256(path), device, precision)
+    sha256 = file_sha256(path)
+    client = active_client()
+    if client is not None:
+        ship_file(client, path, _shipped_name(sha256))
+    return ModelRef(str(Path(path).resolve()), sha256, device, precision)
+
+
+def _shipped_name(sha256: str) -> str:
+    """The name of a checkpoint in the workers' local directories: its content, not its path, identifies it."""
+    return f"xcloudfree-model-{sha256}.safetensors"
 
 
 def _saved_checkpoint(model: Any) -> Path:

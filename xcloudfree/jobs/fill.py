@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..io import stac, write_zarr
 from ..timeseries import fill
-from .cluster import local_cluster
+from .cluster import dask_cluster
 
 __all__ = ["fill_from_stac"]
 
@@ -31,6 +31,7 @@ def fill_from_stac(
     dem: str | os.PathLike | None = None,
     chunk: int = 1024,
     workers: int = 0,
+    scheduler: str | None = None,
     progress: bool = False,
     log: Callable[[str], object] | None = None,
 ) -> tuple[Path, dict[str, int]]:
@@ -38,13 +39,14 @@ def fill_from_stac(
 
     S2 items of ``collections`` in ``bbox`` (degrees) and ``datetime``; S1 items of ``s1_collections`` up to
     ``s1_window_days`` from the S2 dates. :func:`xcloudfree.timeseries.fill` fills the cloudy pixels with
-    ``methods`` in order. ``workers`` > 0 runs on a local Dask cluster; ``log`` receives one line per step (item
-    counts, the dashboard's address).
+    ``methods`` in order. ``workers`` > 0 runs on a local Dask cluster of that many processes, ``scheduler`` (an
+    address) on a running one (:func:`.cluster.dask_cluster`); ``log`` receives one line per step (the cluster's
+    workers and dashboard address, item counts). ``progress`` shows a progress bar while the cube is computed.
     """
     say = log or (lambda line: None)
-    with local_cluster(workers, dashboard=True) as dashboard:
-        if workers > 0:
-            say(f"dask: {workers} workers, dashboard {dashboard}")
+    with dask_cluster(workers, scheduler=scheduler) as cluster:
+        if cluster:
+            say(cluster)
         items = stac.search(url, bbox=bbox, datetime=datetime, collections=list(collections))
         say(f"sentinel-2: {len(items)} item(s)")
         items_s1 = None
