@@ -166,6 +166,48 @@ def test_dask_chunks_equal_numpy_for_every_metric(border: str) -> None:
     )
 
 
+def test_every_chunk_is_read_once_and_chunking_changes_nothing() -> None:
+    s = synthetic(15, (4, 57, 61))
+    s["mask"] = np.random.default_rng(15).uniform(size=(57, 61)) * s["mask"]  # weights, not just 0/1
+    expected = xm.evaluate(s["pred"], s["target"], cloudy=s["cloudy"], mask=s["mask"])
+    reads: dict = {}
+
+    def counted(name: str, a: np.ndarray, chunks: tuple) -> da.Array:
+        def read(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+            key = (name, tuple(block_info[0]["chunk-location"]))
+            reads[key] = reads.get(key, 0) + 1
+            return block
+
+        return da.from_array(a, chunks=chunks).map_blocks(read, dtype=a.dtype)
+
+    # uneven chunks: seams with corners from four chunks; the band axis split too, so blocks are merged first
+    for chunks in ((4, 20, 25), (2, (13, 30, 14), (7, 31, 23)), (4, 57, 61)):
+        reads.clear()
+        lazy = {k: counted(k, v, chunks if v.ndim == 3 else chunks[1:]) for k, v in s.items()}
+        got = xm.evaluate(lazy["pred"], lazy["target"], cloudy=lazy["cloudy"], mask=lazy["mask"])
+        assert set(reads.values()) == {1}, reads  # one pass over the data
+        assert len(reads) == sum(lazy[k].npartitions for k in lazy)
+        for key, value in expected.items():
+            if key == "band_nrmse":
+                assert np.allclose(list(got[key].values()), list(value.values()), rtol=1e-12, atol=0)
+            else:
+                assert close(got[key], value, 1e-12), (chunks, key, got[key], value)
+    # only the mask lazy: the images are cut into its chunks
+    only_mask = xm.evaluate(s["pred"], s["target"], cloudy=s["cloudy"], mask=da.from_array(s["mask"], chunks=16))
+    assert all(close(only_mask[m], expected[m], 1e-12) for m in xm.METRICS)
+
+
+def test_blur_equals_scipy_correlate() -> None:
+    from scipy import ndimage
+
+    from xcloudfree.metrics.structural import blur, gaussian_window
+
+    planes = np.random.default_rng(0).uniform(size=(3, 37 + 10, 53 + 10))  # slabs and column blocks cut short
+    g = gaussian_window()
+    expected = ndimage.correlate1d(ndimage.correlate1d(planes, g, axis=-1), g, axis=-2)[:, 5:-5, 5:-5]
+    assert np.allclose(blur(planes), expected, rtol=0, atol=1e-15)
+
+
 def test_torch_and_xarray_inputs_equal_numpy() -> None:
     s = synthetic(1)
     expected = xm.evaluate(s["pred"], s["target"], mask=s["mask"])

@@ -25,7 +25,7 @@ def evaluate_files(
     mask: str | None = None,
     json_path: str | os.PathLike | None = None,
     plot_path: str | os.PathLike | None = None,
-    chunks: Any = None,
+    chunks: Any = 1024,
 ) -> dict[str, Any]:
     """Scores of a prediction GeoTIFF against a target GeoTIFF (both S2 DN, bands named or 13/12 in canonical order).
 
@@ -33,6 +33,8 @@ def evaluate_files(
     With ``cloudy`` (the input image) and ``mask`` (a masking method run on it) the ``*_reconstruction``
     (inside the mask) and ``*_reproduction`` (outside, vs the cloudy input) scores are added. The report is written
     to ``json_path`` and the figure (error map, per-band nRMSE) to ``plot_path`` when given, atomically.
+    The files are read lazily in ``chunks`` (px, passed to :func:`xcloudfree.io.read_s2`; None reads them into
+    memory) and scored chunk by chunk, so a full tile needs memory for a few chunks only.
 
     Examples
     --------

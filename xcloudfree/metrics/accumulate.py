@@ -1,161 +1,335 @@
-"""Sufficient statistics of a prediction against a reference, computed block by block.
+"""Sufficient statistics of a prediction against references, computed block by block.
 
 Every metric is a ratio of sums (sum of |e| over a weighted count, sum of SSIM-map values over their count, ...),
 so one kernel computes the sums of a block, blocks are merged by adding, samples are pooled by adding, and
-numpy input is simply the one-block case. Dask input is cut into blocks with a zero-filled 5-pixel halo at the
-array edges (the SSIM window), so a chunked array gives the numbers of the in-memory one. Because of that halo,
-Dask keeps a few rows of chunks in memory at a time: memory grows with chunk height × image width, not with the
-image size (bench/bench_metrics.py).
+numpy input is simply the one-block case. The kernel works on pieces of a few thousand pixels (pixel-wise sums)
+and on slabs of 32 rows (SSIM) in float64, so its temporaries are a few megabytes whatever the block size.
+
+SSIM needs 5 pixels of context. A block is scored as if zeros lay beyond it, except within 5 pixels of the
+edges marked ``inner`` (chunk boundaries inside the scene): those pixels are left to the seam tasks of
+:mod:`.blocks`, which score them from 10-pixel strips of the blocks on both sides. A chunked array therefore gives
+the numbers of the in-memory one.
 """
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ._inputs import check_weights, is_dask
-from .structural import HALO, ssim_map
+from .structural import BLAS_ONE_THREAD, HALO, blur, ssim_from_moments, window_reach
 
 #: Values above this are digital numbers, not reflectance.
 _DN_LIMIT = 100.0
-#: Pixels per slab of rows in the block kernel: its float64 temporaries are a few slabs of this size.
-_SLAB_PIXELS = 2**20
+#: Output rows per SSIM slab (the blur works on 32-row slabs too).
+_SLAB_ROWS = 32
 _MIN_KEYS = ("tmin",)
 _MAX_KEYS = ("tmax", "pred_max", "ref_max")
 Stats = dict[str, np.ndarray]
 
 
-def block_stats(
-    pred: np.ndarray,
-    ref: np.ndarray,
-    weights: Sequence[np.ndarray | None],
+@dataclass(frozen=True)
+class Spec:
+    """What the block tasks of one evaluation compute: the same for every block.
+
+    ``columns[j]`` lists, for each weighting of comparison ``j``, its row in the weight stack of a piece: row 0 is
+    all ones when ``ones`` (a weighting ``None``), the given weights follow in order. ``shape`` is the scene's
+    (H, W), for ``border="valid"``.
+    """
+
+    columns: tuple[tuple[int, ...], ...]
+    ones: bool
+    parts: frozenset[str]
+    data_range: float
+    border: str
+    shape: tuple[int, int]
+    names: tuple[tuple[str, str], ...]
+
+
+def make_spec(
+    weights: Sequence[Sequence[Any]],
+    names: Sequence[tuple[str, str]],
     *,
-    halo: int,
-    crop: tuple[int, int, int, int],
     parts: frozenset[str],
     data_range: float,
-    names: tuple[str, str],
-) -> list[Stats]:
-    """Sums over one block, one dict per weighting.
+    border: str,
+    shape: tuple[int, int],
+) -> tuple[Spec, list[Any]]:
+    """The :class:`Spec` of comparisons with these weightings (``None`` = all ones), and the given weights in order."""
+    ones = any(wt is None for wts in weights for wt in wts)
+    given = [wt for wts in weights for wt in wts if wt is not None]
+    columns, index = [], int(ones)
+    for wts in weights:
+        row = []
+        for wt in wts:
+            row.append(0 if wt is None else index)
+            index += wt is not None
+        columns.append(tuple(row))
+    spec = Spec(tuple(columns), ones, frozenset(parts), float(data_range), border, tuple(shape), tuple(names))
+    return spec, given
 
-    Parameters
-    ----------
-    pred, ref : (n, C, h + 2·halo, w + 2·halo)
-        The block with its halo (0: none, zeros are assumed beyond the block).
-    weights : list of (n or 1, h + 2·halo, w + 2·halo) arrays in [0, 1], or None for all ones
-    crop : (top, bottom, left, right)
-        Rows/columns of the block's inner part left out of SSIM (``border="valid"`` at the array edges).
-    parts : subset of {"sam", "ssim"}
-        The optional, costlier sums to compute.
 
-    Returns per weighting ``n``, ``abs``, ``sq``, ``tmin``, ``tmax`` (n, C) — weighted count, sum of |e| and
-    e², range of ``ref`` over valid values — and ``nan``, ``pred_max``, ``ref_max`` (n,), plus ``sam_sum``,
-    ``sam_n``, ``ssim_sum``, ``ssim_n`` (n,) when asked for. Works on one band of a slab of rows at a time in
-    float64, so its temporaries are a few megabytes whatever the block size.
-    """
-    n, c, height, width = pred.shape
-    h, w = height - 2 * halo, width - 2 * halo
-    wts = [None if wt is None else _inner_weights(wt, halo, (n, h, w)) for wt in weights]
-    region = np.zeros((h, w), dtype=bool)
-    top, bottom, left, right = crop
-    region[top : h - bottom, left : w - right] = True
-    common, out = _empty_stats(n, c, parts, len(wts))
-    add_slab = functools.partial(_add_slab, out, common, halo=halo, region=region, parts=parts, data_range=data_range)
-    step = max(1, _SLAB_PIXELS // max(w, 1))
-    for i, r0 in ((i, r0) for i in range(n) for r0 in range(0, h, step)):
-        r1 = min(h, r0 + step)
-        add_slab(pred[i], ref[i], [None if wt is None else wt[i, r0:r1] for wt in wts], i=i, rows=(r0, r1))
-    _check_reflectance(common, names)
+def empty_stats(spec: Spec, n: int, c: int) -> list[tuple[Stats, list[Stats]]]:
+    """Zeroed sums per comparison: the ranges and maxima (``common``) and one dict per weighting sharing them."""
+    out = []
+    for cols in spec.columns:
+        common = {"tmin": np.full((n, c), np.inf), "tmax": np.full((n, c), -np.inf)}
+        common |= {key: np.zeros(n) for key in ("nan", "pred_max", "ref_max")}
+        keys = [("n", (n, c)), ("abs", (n, c)), ("sq", (n, c))]
+        keys += [("sam_sum", (n,)), ("sam_n", (n,))] if "sam" in spec.parts else []
+        keys += [("ssim_sum", (n,)), ("ssim_n", (n,))] if "ssim" in spec.parts else []
+        out.append((common, [common | {key: np.zeros(shape) for key, shape in keys} for _ in cols]))
     return out
 
 
-def _inner_weights(wt: np.ndarray, halo: int, shape: tuple[int, int, int]) -> np.ndarray:
-    """The weights of the block's inner part as contiguous float64 (n, h, w), checked to lie in [0, 1]."""
-    n, h, w = shape
-    wt = np.asarray(wt[..., halo : halo + h, halo : halo + w], dtype=np.float64)
-    wt = np.ascontiguousarray(np.broadcast_to(wt, shape))  # contiguous rows: dot products copy nothing
-    check_weights(wt)
-    return wt
+def flat(stats: list[tuple[Stats, list[Stats]]]) -> list[Stats]:
+    """One dict per weighting of each comparison, in order."""
+    return [d for _, dicts in stats for d in dicts]
 
 
-def _empty_stats(n: int, c: int, parts: frozenset[str], count: int) -> tuple[Stats, list[Stats]]:
-    """Zeroed sums for ``count`` weightings; the ranges and maxima (``common``) are one set shared by all."""
-    common = {"tmin": np.full((n, c), np.inf), "tmax": np.full((n, c), -np.inf)}
-    common |= {key: np.zeros(n) for key in ("nan", "pred_max", "ref_max")}
-    keys = [("n", (n, c)), ("abs", (n, c)), ("sq", (n, c))]
-    keys += [("sam_sum", (n,)), ("sam_n", (n,))] if "sam" in parts else []
-    keys += [("ssim_sum", (n,)), ("ssim_n", (n,))] if "ssim" in parts else []
-    return common, [common | {key: np.zeros(shape) for key, shape in keys} for _ in range(count)]
-
-
-def _add_slab(
-    out: list[Stats],
-    common: Stats,
+def block_sums(
+    spec: Spec,
     pred: np.ndarray,
-    ref: np.ndarray,
-    slab_w: list[np.ndarray | None],
+    refs: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray],
     *,
+    origin: tuple[int, int] = (0, 0),
+    inner: tuple[bool, bool, bool, bool] = (False, False, False, False),
+) -> list[tuple[Stats, list[Stats]]]:
+    """The sums of one block.
+
+    Parameters
+    ----------
+    pred, refs : (n, C, h, w) float arrays
+        The block of the prediction and of each reference.
+    weights : (n or 1, h, w) arrays in [0, 1]
+        The given weights (``None`` weightings are not passed), checked here.
+    origin : (row, column) of the block in the scene, for ``border="valid"``.
+    inner : (top, bottom, left, right)
+        Edges that are chunk boundaries inside the scene: SSIM leaves the pixels within 5 of them to the seams.
+
+    Returns per comparison ``common`` and one dict per weighting: ``n``, ``abs``, ``sq``, ``tmin``, ``tmax``
+    (n, C) — weighted count, sum of |e| and e², range of the reference over valid values — and ``nan``,
+    ``pred_max``, ``ref_max`` (n,), plus ``sam_sum``, ``sam_n``, ``ssim_sum``, ``ssim_n`` (n,) when asked for.
+    """
+    n, c, h, w = pred.shape
+    for wt in weights:
+        check_weights(wt)
+    stats = empty_stats(spec, n, c)
+    top, bottom, left, right = (HALO * bool(edge) for edge in inner)
+    for i in range(n):
+        x, ys = pred[i], [ref[i] for ref in refs]
+        wts = [wt[i if len(wt) == n else 0] for wt in weights]
+        pixel_sums(spec, x, ys, wts, stats, i)
+        if "ssim" in spec.parts:
+            rows, cols = counted(spec, origin, (top, h - bottom), (left, w - right))
+            ssim_sums(spec, x, ys, wts, rows, cols, stats, i)
+    for (common, _), pair in zip(stats, spec.names, strict=True):
+        _check_reflectance(common, pair)
+    return stats
+
+
+def counted(
+    spec: Spec, origin: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The rows and columns of a window (at ``origin`` in the scene) whose SSIM counts, ``border`` applied."""
+    if spec.border != "valid":
+        return rows, cols
+    bounds = []
+    for (a, b), start, size in zip((rows, cols), origin, spec.shape, strict=True):
+        bounds.append((max(a, HALO - start), min(b, size - HALO - start)))
+    return bounds[0], bounds[1]
+
+
+def _stack_weights(spec: Spec, weights: Sequence[np.ndarray], index: tuple[slice, slice], size: int) -> np.ndarray:
+    """The weights of a piece as rows of a (K, size) float64 array, row 0 all ones when ``spec.ones``."""
+    rows = [np.ones(size)] if spec.ones else []
+    rows += [np.asarray(wt[index], dtype=np.float64).reshape(-1) for wt in weights]
+    return np.stack(rows)
+
+
+def _wsums(planes: np.ndarray, wts: np.ndarray) -> np.ndarray:
+    """Weighted sums (m, K) of planes (m, S) with weights (K, S)."""
+    m, k = len(planes), len(wts)
+    if min(m, k) == 1:  # numpy hands such products to BLAS GEMV/DOT, which thread far sooner
+        return np.einsum("ms,ks->mk", planes, wts)
+    step = max(1, BLAS_ONE_THREAD // (m * k))  # GEMMs small enough to run on the calling thread
+    return sum(planes[:, s : s + step] @ wts[:, s : s + step].T for s in range(0, planes.shape[1], step))
+
+
+def pixel_sums(
+    spec: Spec,
+    x: np.ndarray,
+    ys: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray],
+    stats: list[tuple[Stats, list[Stats]]],
     i: int,
-    rows: tuple[int, int],
-    halo: int,
-    region: np.ndarray,
-    parts: frozenset[str],
-    data_range: float,
 ) -> None:
-    """Add the sums of rows ``r0:r1`` of the inner part of sample ``i`` (``pred``, ``ref``: (C, H, W) with halo)."""
-    r0, r1 = rows
-    w = region.shape[1]
-    context = HALO if "ssim" in parts else 0  # pixels around each inner pixel that its sums need
-    inner = (slice(context, context + r1 - r0), slice(context, context + w))
-    dot, norm_t, norm_p = (np.zeros((r1 - r0, w)) for _ in range(3))
-    pixel_valid = np.ones((r1 - r0, w), dtype=bool)
-    for b in range(pred.shape[0]):
-        extent = (halo + r0 - context, halo + r1 + context, halo - context, halo + w + context)
-        p_win, t_win = _window(pred[b], *extent), _window(ref[b], *extent)
-        p, t = p_win[inner], t_win[inner]
+    """Add the pixel-wise sums (counts, errors, ranges, SAM) of sample ``i``: ``x``, ``ys`` (C, h, w)."""
+    c, h, w = x.shape
+    size = max(1, BLAS_ONE_THREAD // (c * (len(weights) + spec.ones)))  # pixels per piece: one GEMM each
+    step_r, step_c = max(1, size // w), min(w, size)
+    for r0 in range(0, h, step_r):
+        for c0 in range(0, w, step_c):
+            index = (slice(r0, r0 + step_r), slice(c0, c0 + step_c))
+            p = np.asarray(x[:, index[0], index[1]], dtype=np.float64).reshape(c, -1)
+            wts = _stack_weights(spec, weights, index, p.shape[1])
+            pp = None  # Σ p² per pixel, shared by the comparisons without NaN
+            for j, y in enumerate(ys):
+                t = np.asarray(y[:, index[0], index[1]], dtype=np.float64).reshape(c, -1)
+                with np.errstate(invalid="ignore", over="ignore"):  # NaN is found from the sums, then left out
+                    pp = _add_pixels(spec, stats[j], i, p, t, wts, j, pp)
+
+
+def _add_pixels(
+    spec: Spec,
+    stats: tuple[Stats, list[Stats]],
+    i: int,
+    p: np.ndarray,
+    t: np.ndarray,
+    wts: np.ndarray,
+    j: int,
+    pp: np.ndarray | None,
+) -> np.ndarray | None:
+    """Add the sums of one piece (p, t: (C, S)) of comparison ``j``; returns Σ p² per pixel when all values count."""
+    common, dicts = stats
+    e = p - t
+    sums = np.stack([_wsums(np.abs(e), wts), _wsums(e * e, wts)])
+    valid = None
+    if np.isfinite(sums).all():  # the usual case: no NaN, every value counts
+        counts = np.broadcast_to(wts.sum(axis=1), sums.shape[1:])
+        tmin, tmax, p0, t0 = t.min(axis=1), t.max(axis=1), p, t
+    else:  # NaN (or inf) somewhere: leave those values out
         valid = np.isfinite(p) & np.isfinite(t)
         p0, t0 = np.where(valid, p, 0.0), np.where(valid, t, 0.0)
-        _track_ranges(common, (i, b), t, p0, t0, valid)
-        err = p0 - t0
-        _add_weighted(out, slab_w, (i, b), {"n": valid.astype(np.float64), "abs": np.abs(err), "sq": err * err})
-        if "sam" in parts:
-            dot += p0 * t0
-            norm_t += t0 * t0
-            norm_p += p0 * p0
-            pixel_valid &= valid
-        if "ssim" in parts:
-            smap = ssim_map(p_win, t_win, data_range)[inner]
-            ssim_valid = np.isfinite(smap) & region[r0:r1]
-            planes = {"ssim_sum": np.where(ssim_valid, smap, 0.0), "ssim_n": ssim_valid.astype(np.float64)}
-            _add_weighted(out, slab_w, i, planes)
-    if "sam" in parts:
-        angle = np.where(pixel_valid, _spectral_angle(dot, norm_t, norm_p), 0.0)
-        _add_weighted(out, slab_w, i, {"sam_sum": angle, "sam_n": pixel_valid.astype(np.float64)})
-
-
-def _track_ranges(
-    common: Stats, index: tuple[int, int], t: np.ndarray, p0: np.ndarray, t0: np.ndarray, valid: np.ndarray
-) -> None:
-    """Update the range of the valid ``t``, the count of invalid pixels and the largest |values| of one band."""
-    i, _ = index
-    common["tmin"][index] = min(common["tmin"][index], np.where(valid, t, np.inf).min(initial=np.inf))
-    common["tmax"][index] = max(common["tmax"][index], np.where(valid, t, -np.inf).max(initial=-np.inf))
-    common["nan"][i] += valid.size - np.count_nonzero(valid)
+        e = p0 - t0
+        sums = np.stack([_wsums(np.abs(e), wts), _wsums(e * e, wts)])
+        counts = _wsums(valid.astype(np.float64), wts)
+        tmin = np.where(valid, t, np.inf).min(axis=1)
+        tmax = np.where(valid, t, -np.inf).max(axis=1)
+        common["nan"][i] += valid.size - np.count_nonzero(valid)
+    common["tmin"][i] = np.minimum(common["tmin"][i], tmin)
+    common["tmax"][i] = np.maximum(common["tmax"][i], tmax)
     common["pred_max"][i] = max(common["pred_max"][i], np.abs(p0).max(initial=0.0))
     common["ref_max"][i] = max(common["ref_max"][i], np.abs(t0).max(initial=0.0))
+    for d, col in zip(dicts, spec.columns[j], strict=True):
+        d["n"][i] += counts[:, col]
+        d["abs"][i] += sums[0][:, col]
+        d["sq"][i] += sums[1][:, col]
+    if "sam" not in spec.parts:
+        return pp
+    if valid is not None or pp is None:
+        norm_p = np.einsum("cs,cs->s", p0, p0)
+    else:
+        norm_p = pp
+    angle = _spectral_angle(np.einsum("cs,cs->s", p0, t0), np.einsum("cs,cs->s", t0, t0), norm_p)
+    if valid is None:
+        sam = np.concatenate([_wsums(angle[None], wts)[0], wts.sum(axis=1)])
+    else:
+        pixel_valid = valid.all(axis=0)
+        angle[~pixel_valid] = 0.0
+        sam = _wsums(np.stack([angle, pixel_valid.astype(np.float64)]), wts).reshape(-1)
+    k = len(wts)
+    for d, col in zip(dicts, spec.columns[j], strict=True):
+        d["sam_sum"][i] += sam[col]
+        d["sam_n"][i] += sam[k + col]
+    return norm_p if valid is None else pp
 
 
-def _add_weighted(
-    out: list[Stats], slab_w: list[np.ndarray | None], index: int | tuple[int, int], planes: dict[str, np.ndarray]
+def ssim_sums(
+    spec: Spec,
+    x: np.ndarray,
+    ys: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    stats: list[tuple[Stats, list[Stats]]],
+    i: int,
 ) -> None:
-    """Add the weighted sum of each plane to ``stats[key][index]`` of every weighting."""
-    for stats, wt in zip(out, slab_w, strict=True):
-        for key, plane in planes.items():
-            stats[key][index] += _wsum(plane, wt)
+    """Add the SSIM sums of the pixels ``rows × cols`` of a window, zeros assumed beyond it.
+
+    ``x``, ``ys``: (C, hh, ww); ``weights``: (hh, ww) each. The window must hold 5 pixels of context around the
+    counted pixels wherever the scene goes on.
+    """
+    (a, b), (c0, c1) = rows, cols
+    if a >= b or c0 >= c1:
+        return
+    width = c1 - c0
+    planes = np.empty((2 + 3 * len(ys), _SLAB_ROWS + 2 * HALO, width + 2 * HALO))
+    moments = np.empty((len(planes), _SLAB_ROWS, width))
+    for r0 in range(a, b, _SLAB_ROWS):
+        r = min(_SLAB_ROWS, b - r0)
+        index = (slice(r0, r0 + r), slice(c0, c1))
+        wts = _stack_weights(spec, weights, index, r * width)
+        slab = (planes[:, : r + 2 * HALO], moments[:, :r])
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN is found from the sums, then left out
+            sums, counts = _ssim_slab(spec, x, ys, (r0, c0), slab, wts, careful=False)
+        if not np.isfinite(sums).all():  # NaN (or inf) within reach: redo, leaving out the pixels it reaches
+            sums, counts = _ssim_slab(spec, x, ys, (r0, c0), slab, wts, careful=True)
+        for j, (_, dicts) in enumerate(stats):
+            for d, col in zip(dicts, spec.columns[j], strict=True):
+                d["ssim_sum"][i] += sums[j, col]
+                d["ssim_n"][i] += counts[j, col]
+
+
+def _ssim_slab(
+    spec: Spec,
+    x: np.ndarray,
+    ys: Sequence[np.ndarray],
+    corner: tuple[int, int],
+    slab: tuple[np.ndarray, np.ndarray],
+    wts: np.ndarray,
+    *,
+    careful: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SSIM sums and counts (comparisons, K) of one slab whose first counted pixel is ``corner``.
+
+    ``slab`` holds the buffers: planes (x, x², then y, y², x·y per reference) with the 5-pixel margin, and their
+    window means. ``careful`` zeroes non-finite values and leaves out the pixels whose window reaches one.
+    """
+    planes, moments = slab
+    r, width = moments.shape[1:]
+    (r0, c0), (hh, ww) = corner, x.shape[1:]
+    lo, hi = max(r0 - HALO, 0), min(r0 + r + HALO, hh)
+    left, right = max(c0 - HALO, 0), min(c0 + width + HALO, ww)
+    inside = (slice(lo - r0 + HALO, hi - r0 + HALO), slice(left - c0 + HALO, right - c0 + HALO))
+    if inside[0].stop - inside[0].start < planes.shape[1] or inside[1].stop - inside[1].start < planes.shape[2]:
+        planes.fill(0.0)  # beyond the window: zeros, as SSIM pads
+    total = np.zeros((len(ys), r, width))
+    valid_count = np.zeros((len(ys), r, width)) if careful else None
+    for band in range(x.shape[0]):
+        planes[0][inside] = x[band, lo:hi, left:right]
+        for j, y in enumerate(ys):
+            planes[2 + 3 * j][inside] = y[band, lo:hi, left:right]
+        bad = []
+        if careful:
+            for k in (0, *range(2, len(planes), 3)):  # x, then each y
+                bad.append(~np.isfinite(planes[k]))
+                planes[k][bad[-1]] = 0.0
+        np.multiply(planes[0], planes[0], out=planes[1])
+        for k in range(2, len(planes), 3):
+            np.multiply(planes[k], planes[k], out=planes[k + 1])
+            np.multiply(planes[0], planes[k], out=planes[k + 2])
+        blur(planes, out=moments)
+        for j in range(len(ys)):
+            k = 2 + 3 * j
+            smap = ssim_from_moments(
+                moments[0], moments[k], moments[1], moments[k + 1], moments[k + 2], spec.data_range
+            )
+            if careful:
+                reach = window_reach(bad[0] | bad[1 + j])[HALO : HALO + r, HALO : HALO + width]
+                valid = ~reach & np.isfinite(smap)
+                smap[~valid] = 0.0
+                valid_count[j] += valid
+            total[j] += smap
+    sums = _wsums(total.reshape(len(ys), -1), wts)
+    if careful:
+        return sums, _wsums(valid_count.reshape(len(ys), -1), wts)
+    return sums, np.broadcast_to(x.shape[0] * wts.sum(axis=1), sums.shape)
 
 
 def _check_reflectance(common: Stats, names: tuple[str, str]) -> None:
@@ -166,23 +340,6 @@ def _check_reflectance(common: Stats, names: tuple[str, str]) -> None:
                 f"{name}: expected reflectance in [0, 1], found values up to {common[key].max():g} (DN?); "
                 "scale Sentinel-2 DN with xcloudfree.sensors.reflectance first"
             )
-
-
-def _window(plane: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    """``plane[r0:r1, c0:c1]`` as a new float64 array, zeros where the range goes beyond the plane."""
-    out = np.zeros((r1 - r0, c1 - c0))
-    rs, re = max(r0, 0), min(r1, plane.shape[0])
-    cs, ce = max(c0, 0), min(c1, plane.shape[1])
-    if re > rs and ce > cs:
-        out[rs - r0 : re - r0, cs - c0 : ce - c0] = plane[rs:re, cs:ce]
-    return out
-
-
-def _wsum(plane: np.ndarray, w: np.ndarray | None) -> float:
-    """Sum of a float64 (h, w) plane, weighted by ``w`` (h, w) when given (a dot product: no temporary)."""
-    if w is None:
-        return float(plane.sum())
-    return float(np.dot(plane.ravel(), w.ravel()))
 
 
 def _spectral_angle(dot: np.ndarray, norm_t2: np.ndarray, norm_p2: np.ndarray) -> np.ndarray:
@@ -215,21 +372,6 @@ def pool(stats: Stats) -> Stats:
     return {key: _combine(key, value)[None] for key, value in stats.items()}
 
 
-def _group_stats(
-    pred: np.ndarray,
-    refs: Sequence[np.ndarray],
-    weights: Sequence[Sequence[np.ndarray | None]],
-    *,
-    names: Sequence[tuple[str, str]],
-    **kwargs: Any,
-) -> list[Stats]:
-    """:func:`block_stats` of ``pred`` against each reference, one flat list of dicts."""
-    out = []
-    for ref, wts, pair in zip(refs, weights, names, strict=True):
-        out += block_stats(pred, ref, wts, names=pair, **kwargs)
-    return out
-
-
 def comparison_stats(
     pred: Any,
     comparisons: Sequence[tuple[Any, Sequence[Any], tuple[str, str]]],
@@ -241,91 +383,36 @@ def comparison_stats(
     """Per-sample statistics of ``pred`` (N, C, H, W) against references.
 
     ``comparisons`` holds ``(ref, weights, (pred name, ref name))`` triples; the result is one flat list of dicts,
-    a dict per weighting of each comparison in order, or a Delayed of it for Dask input. On Dask each block of
-    ``pred`` is scored against every reference in one task (no block waits in memory for a second pass), and the
-    per-block sums, packed into a small array, are reduced by Dask.
+    a dict per weighting of each comparison in order, or a Delayed of it for Dask input. On Dask each chunk is read
+    once and scored against every reference in one task (:mod:`.blocks`).
     """
     refs = [ref for ref, _, _ in comparisons]
-    weights = [list(wts) for _, wts, _ in comparisons]
-    kwargs = {"parts": parts, "data_range": data_range, "names": [pair for _, _, pair in comparisons]}
-    flat_weights = [wt for wts in weights for wt in wts]
-    if not any(is_dask(a) for a in (pred, *refs, *flat_weights)):
-        crop = (HALO,) * 4 if border == "valid" else (0,) * 4
-        return _group_stats(pred, refs, weights, halo=0, crop=crop, **kwargs)
-
-    import dask
-    import dask.array as da
-
-    n, c, height, width = pred.shape
-    base = next((a for a in (pred, *refs) if is_dask(a)), None)
-    if base is None:  # only a mask is lazy
-        base = da.asarray(pred, chunks=(1, c, "auto", "auto"))
-    chunks = (base.chunks[0], (c,), base.chunks[2], base.chunks[3])
-    halo = HALO if "ssim" in parts else 0
-
-    def prepare(a: Any) -> Any:
-        a = da.asarray(a)
-        if a.ndim == 3:  # weights get a band axis of 1, so that their blocks line up with the images'
-            a = da.broadcast_to(a[:, None], (n, 1, height, width)).rechunk((chunks[0], (1,), *chunks[2:]))
-        else:
-            a = a.rechunk(chunks)
-        if halo:
-            a = da.overlap.overlap(a, depth={2: halo, 3: halo}, boundary={2: 0, 3: 0})
-        return a
-
-    inputs = [prepare(pred)] + [prepare(r) for r in refs]
-    inputs += [prepare(wt) for wt in flat_weights if wt is not None]
-    spatial = inputs[0].chunks[2:]
-    offsets = [np.cumsum([0, *(size - 2 * halo for size in axis)]) for axis in spatial]
-    present = [[wt is not None for wt in wts] for wts in weights]  # the tasks need the pattern, not the masks
-    # the layout of the packed sums, from a block of one pixel
-    probe = [np.zeros((1, a.shape[1], 1 + 2 * halo, 1 + 2 * halo)) for a in inputs]
-    layout = _layout(_group_stats(*_unflatten(probe, present), halo=halo, crop=(0, 0, 0, 0), **kwargs))
-
-    def crop(j: int, k: int) -> tuple[int, int, int, int]:
-        if border != "valid":
-            return (0, 0, 0, 0)
-        (y0, y1), (x0, x1) = offsets[0][j : j + 2], offsets[1][k : k + 2]
-        return (
-            int(np.clip(HALO - y0, 0, y1 - y0)),
-            int(np.clip(y1 - (height - HALO), 0, y1 - y0)),
-            int(np.clip(HALO - x0, 0, x1 - x0)),
-            int(np.clip(x1 - (width - HALO), 0, x1 - x0)),
-        )
-
-    def packed(*blocks: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-        j, k = block_info[0]["chunk-location"][2:]
-        stats = _group_stats(*_unflatten(list(blocks), present), halo=halo, crop=crop(j, k), **kwargs)
-        return _pack(stats)[:, :, None, None]
-
-    size = sum(int(np.prod(shape, dtype=int)) for _, _, shape in layout)
-    sums = da.map_blocks(
-        packed,
-        *inputs,
-        dtype=np.float64,
-        chunks=(chunks[0], (size,), (1,) * len(spatial[0]), (1,) * len(spatial[1])),
+    spec, given = make_spec(
+        [wts for _, wts, _ in comparisons],
+        [pair for _, _, pair in comparisons],
+        parts=parts,
+        data_range=data_range,
+        border=border,
+        shape=pred.shape[-2:],
     )
-    reduced = [sums.sum(axis=(2, 3)), sums.min(axis=(2, 3)), sums.max(axis=(2, 3))]
-    return dask.delayed(_unpack, pure=True)(layout, *reduced)
+    if any(is_dask(a) for a in (pred, *refs, *given)):
+        from .blocks import lazy_stats
+
+        return lazy_stats(spec, pred, refs, given)
+    return flat(block_sums(spec, pred, refs, given))
 
 
-def _unflatten(blocks: list, present: list[list[bool]]) -> tuple:
-    """(pred, refs, weights per comparison) from the flat block list (pred, refs..., the given weights...)."""
-    pred, rest = blocks[0], blocks[1:]
-    refs, rest = rest[: len(present)], iter(rest[len(present) :])
-    return pred, refs, [[next(rest)[:, 0] if given else None for given in row] for row in present]
-
-
-def _layout(stats: list[Stats]) -> list[tuple[int, str, tuple[int, ...]]]:
+def layout(stats: list[Stats]) -> list[tuple[int, str, tuple[int, ...]]]:
     """(group, key, per-sample shape) of each stretch of the packed vector, in packing order."""
     return [(g, key, value.shape[1:]) for g, d in enumerate(stats) for key, value in d.items()]
 
 
-def _pack(stats: list[Stats]) -> np.ndarray:
+def pack(stats: list[Stats]) -> np.ndarray:
+    """The statistics as one (n, size) array, in the order :func:`layout` describes."""
     return np.concatenate([value.reshape(len(value), -1) for d in stats for value in d.values()], axis=1)
 
 
-def _unpack(layout: list, total: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[Stats]:
+def unpack(layout: list, total: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[Stats]:
     """The statistics from the packed per-sample sums, minima and maxima (N, size) over all blocks."""
     out: list[Stats] = [{} for _ in range(layout[-1][0] + 1)]
     start = 0
