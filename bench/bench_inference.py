@@ -1,7 +1,9 @@
 """Benchmark of tiled inference (run by hand; prints figures).
 
     python bench/bench_inference.py overhead        # (a) engine vs plain torch over the same tiles, and (b) MONAI
-    python bench/bench_inference.py rss --size 4096 # (c) peak RSS, Zarr → Zarr, one size per process
+    python bench/bench_inference.py rss --size 4096 # (c) peak RSS, Zarr → Zarr (--to cog: COG), one size per process
+    python bench/bench_inference.py sweep           # (c) at 2048, 4096 and 10980, with the ratios and the figures
+                                                    #     of the previous engine (BEFORE)
     python bench/bench_inference.py gpu             # (d) full 10980² with dsen2cr F=256 B=16 on CUDA
 
 (a) 2048² synthetic scene as Dask, tile 256, overlap 32, dsen2cr F=32 B=4, batch 8; the plain loop runs the same
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
@@ -26,9 +29,9 @@ from xcloudfree.inference.inputs import model_input
 from xcloudfree.inference.tiling import reflect_index
 
 
-def small_model() -> torch.nn.Module:
+def small_model(features: int = 32, blocks: int = 4) -> torch.nn.Module:
     torch.manual_seed(0)
-    return xcf.models.create("dsen2cr", features=32, blocks=4).eval()
+    return xcf.models.create("dsen2cr", features=features, blocks=blocks).eval()
 
 
 def best_of(fn, repeat: int = 2) -> float:
@@ -127,30 +130,119 @@ def _make_input(size: int, path: str, chunk: int = 2048) -> None:
     xcf.io.write_zarr(scene, path)
 
 
-def rss(size: int, tile: int = 256, overlap: int = 32) -> dict:
-    """(c) Zarr → Zarr on CPU with the small model; peak RSS of this process, which only runs the inference."""
+class PeakRSS:
+    """The highest resident set size (MiB) of this process while in the ``with`` block, sampled every 20 ms.
+
+    ``ru_maxrss`` only grows, so it cannot tell the peak of a later phase from an earlier one.
+    """
+
+    def __enter__(self) -> PeakRSS:
+        import threading
+
+        self.peak, self._running = 0.0, True
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        page = resource.getpagesize() / 2**20
+        while self._running:
+            with open("/proc/self/statm") as f:
+                self.peak = max(self.peak, int(f.read().split()[1]) * page)
+            time.sleep(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        self._running = False
+        self._thread.join()
+
+
+def rss(size: int, to: str = "zarr", tile: int = 256, overlap: int = 32) -> dict:
+    """(c) Zarr → Zarr (or COG) on CPU with the small model; peak RSS of this process, which only runs the inference.
+
+    The input (13 + 2 bands, Zarr chunks of 2048², read in chunks of 1024²) is written by another process. For a
+    COG the two stages of :func:`xcloudfree.io.write_cog` are reported apart: the blocks streamed into the staging
+    GeoTIFF (the inference), then GDAL's copy into the COG layout with overviews.
+    """
     import multiprocessing
+
+    import rasterio.shutil
+
+    copy, stages = rasterio.shutil.copy, {}
+
+    def timed_copy(*args: object, **kwargs: object) -> object:
+        stages["staging_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        with PeakRSS() as peak:
+            start = time.perf_counter()
+            out = copy(*args, **kwargs)
+        stages.update(cog_copy_peak_rss_mb=round(peak.peak), cog_copy_s=round(time.perf_counter() - start, 1))
+        return out
 
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         src = str(Path(tmp) / "in.zarr")
         maker = multiprocessing.get_context("spawn").Process(target=_make_input, args=(size, src))
         maker.start()
         maker.join()
-        model = small_model()
+        model = small_model(features=8, blocks=1)  # memory, not compute, is measured here
         start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), _cpu_seconds()
         lazy = xcf.scene.xr.open_zarr(src, chunks={"x": 1024, "y": 1024})
         out = predict(lazy, model, tile=tile, overlap=overlap, device="cpu")
-        xcf.io.write_zarr(out[["s2_cloudfree"]], Path(tmp) / "out.zarr")
-        seconds = time.perf_counter() - start
+        if to == "cog":
+            rasterio.shutil.copy = timed_copy  # to tell the two stages apart
+            try:
+                xcf.io.write_cog(out["s2_cloudfree"], Path(tmp) / "out.tif")
+            finally:
+                rasterio.shutil.copy = copy
+        else:
+            xcf.io.write_zarr(out[["s2_cloudfree"]], Path(tmp) / "out.zarr")
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - start_cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "size": size,
+        "to": to,
         "seconds": round(seconds, 1),
+        "cpu_s": round(cpu, 1),
         "peak_rss_mb": round(peak),
         "rss_before_mb": round(start_rss),
         "megapixels_per_s": round(size * size / seconds / 1e6, 3),
+        "load_average": round(os.getloadavg()[0], 1),
+        **stages,
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process: the compute, less disturbed than wall time by a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+#: ``rss`` on the previous engine (commit f3960e2: tile tasks per processing chunk, then blend tasks), measured
+#: on the same 2-core machine with the same small model, Zarr → Zarr, one size per process; load ≈ 3–8.
+BEFORE = {
+    2048: {"seconds": 14.3, "peak_rss_mb": 1675},
+    4096: {"seconds": 59.9, "peak_rss_mb": 3004},
+    10980: {"seconds": 448.7, "peak_rss_mb": 7109},
+}
+
+
+def sweep(sizes: tuple[int, ...] = (2048, 4096, 10980), to: str = "zarr") -> dict:
+    """``rss`` at each size in its own process, back to back, with the ratios the targets are stated in."""
+    import subprocess
+    import sys
+
+    runs = {}
+    for size in sizes:
+        cmd = [sys.executable, __file__, "rss", "--size", str(size), "--to", to]
+        runs[size] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    result: dict = {"runs": list(runs.values())}
+    if 4096 in runs and 10980 in runs:
+        result["rss_10980_over_4096"] = round(runs[10980]["peak_rss_mb"] / runs[4096]["peak_rss_mb"], 3)
+    if to == "zarr":
+        result["before"] = {size: BEFORE[size] for size in sizes if size in BEFORE}
+        result["rss_after_over_before"] = {
+            size: round(runs[size]["peak_rss_mb"] / BEFORE[size]["peak_rss_mb"], 3) for size in runs if size in BEFORE
+        }
+    return result
 
 
 def gpu(size: int = 10980, tile: int = 512, batch: int = 16) -> dict:
@@ -193,8 +285,9 @@ def gpu(size: int = 10980, tile: int = 512, batch: int = 16) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "rss", "gpu"])
+    parser.add_argument("what", choices=["overhead", "rss", "sweep", "gpu"])
     parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--to", choices=["zarr", "cog"], default="zarr")
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
@@ -202,8 +295,10 @@ def main() -> None:
         result = overhead()
     elif args.what == "gpu":
         result = gpu(args.size or 10980, tile=args.tile, batch=args.batch)
+    elif args.what == "sweep":
+        result = sweep((args.size,) if args.size else (2048, 4096, 10980), to=args.to)
     else:
-        result = rss(args.size or 4096)
+        result = rss(args.size or 4096, to=args.to)
     print(json.dumps(result, indent=1))
 
 

@@ -51,6 +51,22 @@ def test_composite_has_no_seam():
     assert (soft[:20] == 3000).all() and (soft[24:] == 1000).all()
 
 
+def test_composite_is_the_blend_expression_bit_for_bit_in_any_chunking():
+    rng = np.random.default_rng(0)
+    m = _binary_mask()
+    m[40:44, 60:70] = rng.random((4, 10))  # a soft patch
+    observed = xr.DataArray(rng.random((2, 60, 80), np.float32) * 5000, dims=("band", "y", "x"), coords=m.coords)
+    prediction = observed.copy(data=rng.random((2, 60, 80), np.float32) * 5000)
+    prediction[0, 0, :5] = np.nan
+    w = feather_weights(m, 3)
+    expected = xr.where(w >= 1, prediction, xr.where(w <= 0, observed, observed + w * (prediction - observed)))
+    out = composite(observed, prediction, m, feather=3)
+    lazy = composite(observed.chunk({"y": 25, "x": 30}), prediction.chunk({"y": 25, "x": 30}), m.chunk(20), 3)
+    for got in (out, lazy):
+        assert got.dims == ("band", "y", "x") and got.dtype == np.float32
+        np.testing.assert_array_equal(got.values, expected.transpose("band", "y", "x").values)
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)

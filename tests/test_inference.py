@@ -80,6 +80,31 @@ def test_all_blends_are_chunk_invariant(small_dsen2cr, scene):
         np.testing.assert_allclose(b["s2_cloudfree"].values, a, rtol=1e-5, atol=1e-3)
 
 
+def test_blocks_read_their_own_input_so_memory_is_flat(small_dsen2cr, scene):
+    """A block task depends on nothing: no input chunk or tile sum is held for a neighbour."""
+    from dask.core import get_deps
+
+    lazy = scene.chunk({"y": 33, "x": 43})
+    out = predict(lazy, small_dsen2cr, tile=64, overlap=32, keep_clear=True)["s2_cloudfree"].data
+    graph = dict(out.__dask_graph__())
+    dependencies, dependents = get_deps(graph)
+    blocks = [k for k in graph if str(k[0] if isinstance(k, tuple) else k).startswith("_block_task")]
+    assert len(blocks) == 4 and all(not dependencies[k] for k in blocks)
+    # The observed bands of keep_clear are read per chunk on their own, apart from the mask's read of s2.
+    reads = [k for k in graph if str(k).startswith("_read")]
+    assert len(reads) == len(lazy.chunks["y"]) * len(lazy.chunks["x"])
+    assert all(not dependencies[k] and len(dependents[k]) == 1 for k in reads)
+
+
+def test_block_sizes_group_or_split_whole_input_chunks():
+    from xcloudfree.inference.engine import _blocks
+
+    assert _blocks(10980, (1024,) * 10 + (740,), 896) == (1024,) * 10 + (740,)
+    assert _blocks(4096, (2048, 2048), 896) == (1024,) * 4  # large chunks: pieces near the target
+    assert _blocks(230, (33,) * 6 + (32,), 192) == (198, 32)  # small chunks: grouped
+    assert _blocks(300, None, 896) == (300,)  # NumPy input: one block up to the target
+
+
 def test_scene_smaller_than_a_tile_keeps_crs_and_attrs(small_dsen2cr):
     tiny = xcf.datasets.synthetic_scene((100, 130), seed=2)
     out = predict(tiny, small_dsen2cr, tile=256)

@@ -98,6 +98,21 @@ def composite(observed: xr.DataArray, prediction: xr.DataArray, mask: xr.DataArr
     ``prediction`` where it is 1, ``w·prediction + (1 − w)·observed`` in between.
     """
     w = feather_weights(mask, feather)
-    blended = observed + w * (prediction - observed)
-    out = xr.where(w >= 1, prediction, xr.where(w <= 0, observed, blended))
-    return out.transpose(*prediction.dims).astype(prediction.dtype).assign_attrs(prediction.attrs)
+    out = xr.apply_ufunc(
+        _composite_block, observed, prediction, w, dask="parallelized", output_dtypes=[prediction.dtype]
+    )
+    return out.transpose(*prediction.dims).rename(prediction.name).assign_attrs(prediction.attrs)
+
+
+def _composite_block(observed: np.ndarray, prediction: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``observed + w·(prediction − observed)``, exactly ``prediction`` where ``w ≥ 1``, ``observed`` where ``w ≤ 0``.
+
+    One output buffer, computed in place: the same operations as the expression, so the same bits, without its
+    temporaries of a chunk's size each.
+    """
+    out = np.subtract(prediction, observed)
+    np.multiply(weight, out, out=out)
+    np.add(observed, out, out=out)
+    np.copyto(out, prediction, where=weight >= 1)
+    np.copyto(out, observed, where=weight <= 0)
+    return out.astype(prediction.dtype, copy=False)

@@ -1,10 +1,11 @@
 """Tiled inference over Dask: any model of the zoo, any scene size, the same pixels however the scene is chunked.
 
-The graph has two stages per processing chunk. *Tiles*: every tile of the global grid is run once, by the chunk
-holding the first pixel it keeps; the task cuts its tiles from a window of the lazy model input (reflected at the
-scene border), runs the network in batches and returns the blend-weighted sum and the weight sum over the tiles'
-extent. *Blend*: each output chunk adds the sums of the tile tasks that reach it and divides. Nothing is computed
-twice and nothing depends on where chunk borders fall.
+One task per output block (input chunks grouped or split to about four tile widths): it reads the model input over
+the block plus the tiles reaching it (reflected at the scene border), runs every tile whose blend weight reaches the
+block and blends them. No task hands data to another, so memory is bounded by the blocks in flight whatever the
+scene's size; the price is that a tile on a block border runs once per block it reaches. The tiles are summed in
+the groups and order of the global grid (:func:`_processing_chunks`), so a pixel gets the same value from any
+block.
 
 The network itself never travels inside the graph: tasks carry a small :class:`~xcloudfree.inference.runtime.ModelRef`
 and each process loads it once (:mod:`xcloudfree.inference.runtime`, which also settles device and precision).
@@ -12,6 +13,8 @@ and each process loads it once (:mod:`xcloudfree.inference.runtime`, which also 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,49 +23,140 @@ import xarray as xr
 
 from ..checks import check_int, check_positive_int
 from ..sensors import S2_BAND_NAMES, harmonize_s2
-from .inputs import denormalize_output, model_input
+from .inputs import denormalize_output, model_input, required_variables
 from .runtime import ModelRef, get_runner, resolve_model
 from .tiling import TileGrid, accumulate_tiles, reflect_index
 
 __all__ = ["predict"]
 
 
-def _tile_task(
-    window: np.ndarray,
+class _Source:
+    """Windows ``(C, y, x)`` of a lazy array, each computed inside the task that asks for it (or sliced from NumPy).
+
+    The tasks of the output graph get this object, not the array's chunks: a chunk handed to two neighbouring
+    blocks would stay in memory from the first to the second, and in row order that is a whole row of chunks, so
+    memory would grow with the scene's width. Computed inside each task, a window is private and freed with it.
+
+    Parameters
+    ----------
+    make : ``make(ys, xs)`` → the lazy (or NumPy) window over rows ``ys`` and columns ``xs`` (slices, px);
+        a module-level function or a ``functools.partial`` of one, so that it pickles for a cluster
+    """
+
+    def __init__(self, make: Callable[[slice, slice], Any]) -> None:
+        self.make = make
+
+    def read(self, ys: slice, xs: slice) -> np.ndarray:
+        """The window over ``ys`` × ``xs`` as NumPy (for Dask, a synchronous compute in this thread)."""
+        window = self.make(ys, xs)
+        return np.asarray(window.compute(scheduler="sync") if hasattr(window, "dask") else window)
+
+    def __dask_tokenize__(self) -> Any:
+        from dask.base import tokenize
+
+        return "xcloudfree-source", tokenize(self.make)
+
+
+def _model_window(scene: xr.Dataset, spec: Any, cloud_map: xr.DataArray | None, ys: slice, xs: slice) -> Any:
+    """The model input over a window: the scene is sliced first, so only the window's pixels are read and scaled.
+
+    Elementwise, so it equals the window of the whole scene's input bit for bit.
+    """
+    cmap = None if cloud_map is None else cloud_map.isel(y=ys, x=xs)
+    return model_input(scene.isel(y=ys, x=xs), spec, cloud_map=cmap).data
+
+
+def _array_window(data: Any, ys: slice, xs: slice) -> Any:
+    return data[..., ys, xs]
+
+
+def private(data: Any) -> Any:
+    """The same Dask array (..., y, x), each chunk computed by its own task: no task hands its input chunks on.
+
+    For an input read again downstream (the observed bands of ``keep_clear``): the mask reads the same chunks
+    earlier, and a shared chunk would be held from the mask's turn to the composite's.
+    """
+    import dask
+    import dask.array as da
+
+    source = _Source(partial(_array_window, data))  # inside each task, as for the blocks (see _TileGraph.block)
+    ey, ex = ([int(v) for v in np.cumsum((0, *c))] for c in data.chunks[-2:])
+
+    def piece(i: int, j: int) -> Any:
+        task = dask.delayed(_read, pure=True)(source, slice(ey[i], ey[i + 1]), slice(ex[j], ex[j + 1]))
+        shape = (*data.shape[:-2], ey[i + 1] - ey[i], ex[j + 1] - ex[j])
+        return da.from_delayed(task, shape=shape, dtype=data.dtype, meta=data._meta)
+
+    return da.block([[piece(i, j) for j in range(len(ex) - 1)] for i in range(len(ey) - 1)]).rechunk(data.chunks)
+
+
+def _read(source: _Source, ys: slice, xs: slice) -> np.ndarray:
+    return source.read(ys, xs)
+
+
+def _block_task(
+    source: _Source,
     ref: ModelRef,
+    origin: tuple[int, int],
     rows: np.ndarray,
     cols: np.ndarray,
-    origin: tuple[int, int],
-    tiles: list[tuple[int, int]],
+    bounds: tuple[int, int, int, int],
+    parts: list[list[tuple[int, int]]],
     weights: np.ndarray,
     batch_size: int,
     out_channels: int,
-    after: None = None,
-) -> tuple:
+) -> np.ndarray:
+    """One output block (out_channels, y1 − y0, x1 − x0) float32 from every tile whose blend weight reaches it.
+
+    Parameters
+    ----------
+    source : the model input (C_in, y, x)
+    origin : scene coordinate (y, x) of the window's first pixel, negative at the top or left border
+    rows, cols : the window's scene coordinates reflected into the scene (px)
+    bounds : (y0, y1, x0, x1) of the block (px)
+    parts : tile starts (y, x) per processing chunk reaching the block, in the grid's order
+    weights : (tile, tile) blend window
+
+    The grid's arithmetic is kept whichever block runs a tile: each part sums its tiles in float32 in order and
+    the block adds the parts in float64 in order, so every pixel sees the same operations in any chunking.
+    """
     runner = get_runner(ref)
-    window = np.block(window) if isinstance(window, list) else window
-    # One private copy of the window (reflected at the scene border where needed), cleaned in place: NaN (nodata)
-    # must not spread through the convolutions, so it becomes zero on the network's scale and is masked again later.
-    x = np.array(window[:, _as_slice(rows)][:, :, _as_slice(cols)], dtype=np.float32, copy=True)
-    invalid = ~np.isfinite(x).all(axis=0)
+    r0, c0 = int(rows.min()), int(cols.min())
+    window = source.read(slice(r0, int(rows.max()) + 1), slice(c0, int(cols.max()) + 1))
+    # The window is this task's own (computed here; model_input allocates even for NumPy scenes), so it is cleaned
+    # in place, reflected at the scene border where needed (a copy there only): NaN (nodata) must not spread
+    # through the convolutions, so it becomes zero on the network's scale and is masked again below.
+    x = np.asarray(window[:, _as_slice(rows - r0)][:, :, _as_slice(cols - c0)], dtype=np.float32)
+    del window
+    y0, y1, x0, x1 = bounds
+    oy, ox = origin
+    invalid = ~np.isfinite(x[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]).all(axis=0)
     np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    acc, wsum = accumulate_tiles(
-        x,
-        origin,
-        tiles,
-        runner,
-        tile=weights.shape[0],
-        weights=weights,
-        batch_size=batch_size,
-        out_channels=out_channels,
-    )
-    # The blend marks nodata pixels NaN again: here, so that the input is read by the tile tasks alone.
-    return acc, wsum, invalid, origin
-
-
-def _barrier(*_: Any) -> None:
-    """Depends on its arguments and returns nothing: orders tasks without handing data on."""
-    return None
+    acc = np.zeros((out_channels, y1 - y0, x1 - x0), np.float64)
+    wsum = np.zeros((y1 - y0, x1 - x0), np.float64)
+    tile = weights.shape[0]
+    for tiles in parts:
+        # The part's tiles over their own extent, then only the block's pixels of it are kept.
+        py0, px0 = min(t[0] for t in tiles), min(t[1] for t in tiles)
+        py1, px1 = max(t[0] for t in tiles) + tile, max(t[1] for t in tiles) + tile
+        part_acc, part_w = accumulate_tiles(
+            x[:, py0 - oy : py1 - oy, px0 - ox : px1 - ox],
+            (py0, px0),
+            tiles,
+            runner,
+            tile=tile,
+            weights=weights,
+            batch_size=batch_size,
+            out_channels=out_channels,
+        )
+        ya, yb, xa, xb = max(y0, py0), min(y1, py1), max(x0, px0), min(x1, px1)
+        here = (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+        inside = (slice(ya - py0, yb - py0), slice(xa - px0, xb - px0))
+        acc[(slice(None), *here)] += part_acc[(slice(None), *inside)]
+        wsum[here] += part_w[inside]
+    out = np.divide(acc, wsum, out=acc).astype(np.float32)  # in place: no second float64 block
+    out[:, invalid] = np.nan
+    return out
 
 
 def _as_slice(index: np.ndarray) -> slice | np.ndarray:
@@ -72,32 +166,11 @@ def _as_slice(index: np.ndarray) -> slice | np.ndarray:
     return index
 
 
-def _blend_task(bounds: tuple[int, int, int, int], out_channels: int, *parts: tuple) -> np.ndarray:
-    """Output chunk = Σ weighted tile outputs / Σ weights over the tile tasks that reach it; nodata stays NaN."""
-    y0, y1, x0, x1 = bounds
-    acc = np.zeros((out_channels, y1 - y0, x1 - x0), np.float64)
-    wsum = np.zeros((y1 - y0, x1 - x0), np.float64)
-    invalid = np.zeros((y1 - y0, x1 - x0), bool)
-    for part_acc, part_w, part_invalid, (oy, ox) in parts:
-        ya, yb = max(y0, oy), min(y1, oy + part_w.shape[0])
-        xa, xb = max(x0, ox), min(x1, ox + part_w.shape[1])
-        if ya >= yb or xa >= xb:
-            continue
-        inside = (slice(ya - oy, yb - oy), slice(xa - ox, xb - ox))
-        here = (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
-        acc[(slice(None), *here)] += part_acc[(slice(None), *inside)]
-        wsum[here] += part_w[inside]
-        invalid[here] |= part_invalid[inside]
-    out = (acc / wsum).astype(np.float32)
-    out[:, invalid] = np.nan
-    return out
-
-
 def _processing_chunks(size: int, chunks: tuple[int, ...] | None, stride: int, target: int) -> tuple[int, ...]:
-    """Chunk sizes along an axis: whole strides, near ``target`` px and at most the input's chunks.
+    """Processing chunk sizes (px) along an axis: whole strides, near ``target`` px and at most the input's chunks.
 
-    Blending holds about two rows of tile tasks' accumulators, so memory grows with scene width × chunk height:
-    small chunks on CPU, large ones on a GPU (whose batches want many tiles per task).
+    A processing chunk groups the tiles it owns (those whose first kept pixel it holds) into one float32 sum:
+    the grouping fixes the order of the additions, hence the output's last bits.
     """
     target = min(chunks[0], target) if chunks else target
     step = stride * max(1, round(target / stride))
@@ -107,144 +180,153 @@ def _processing_chunks(size: int, chunks: tuple[int, ...] | None, stride: int, t
     return tuple(sizes)
 
 
+def _blocks(size: int, chunks: tuple[int, ...] | None, target: int) -> tuple[int, ...]:
+    """Output block sizes (px) along an axis: input chunks grouped, or split, to about ``target`` px.
+
+    Each block runs every tile reaching it, so a tile on a block border runs once per block it reaches: about
+    ``1 + (tile − 2·margin) / block`` times the tiles per axis. A block never straddles two input chunks' borders
+    unless it holds both whole, so the output reaches the input's chunks by splitting or concatenating alone.
+    """
+    sizes: list[int] = []
+    run = 0
+    for c in chunks or (size,):
+        if c >= 2 * target:  # a large chunk: equal pieces near the target bound a task's memory
+            if run:
+                sizes.append(run)
+                run = 0
+            n = c // target
+            sizes += [c // n + (k < c % n) for k in range(n)]
+            continue
+        run += c
+        if run >= target:
+            sizes.append(run)
+            run = 0
+    if run:
+        sizes.append(run)
+    return tuple(sizes)
+
+
 class _TileGraph:
-    """The two-stage graph over one scene: tile tasks per processing chunk, then blend tasks per output chunk.
+    """One task per output block over one scene: every block runs the tiles reaching it and blends them.
 
     Parameters
     ----------
-    data : Dask array (C_in, y, x), the model input with one chunk along the channels
+    source : windows of the model input (C_in, y, x)
     ref : the network
     grid : the global tile grid
-    chunks : processing chunk sizes (px) along y and x, whole strides
+    chunks : processing chunk sizes (px) along y and x, whole strides (the float32 summation groups)
+    blocks : output block sizes (px) along y and x
     """
 
     def __init__(
         self,
-        data: Any,
+        source: _Source,
         ref: ModelRef,
         grid: TileGrid,
         chunks: tuple[tuple[int, ...], tuple[int, ...]],
+        blocks: tuple[tuple[int, ...], tuple[int, ...]],
         *,
         blend: str,
         batch_size: int,
         out_channels: int,
     ) -> None:
-        self.data, self.ref, self.grid = data, ref, grid
-        self.chunk_y, self.chunk_x = chunks
-        self.edges = (np.cumsum((0, *self.chunk_y)), np.cumsum((0, *self.chunk_x)))
+        self.source, self.ref, self.grid, self.blocks = source, ref, grid, blocks
         self.weights = grid.window(blend)
         self.batch_size, self.out_channels = batch_size, out_channels
-        #: (row, column) of a processing chunk → (tile task, its extent (y0, y1, x0, x1) in scene px).
-        self.parts: dict[tuple[int, int], tuple[Any, tuple[int, int, int, int]]] = {}
-        #: row of output chunks → its blend tasks.
-        self.blends: dict[int, list[Any]] = {}
+        #: per axis: tile starts, and the processing chunk owning each tile (the one holding its first kept pixel).
+        self.starts = (grid.starts(0), grid.starts(1))
+        self.owner = tuple(
+            np.searchsorted(np.cumsum((0, *c)), s + grid.margin, side="right") - 1
+            for c, s in zip(chunks, self.starts, strict=True)
+        )
 
-    def owned(self, axis: int, k: int) -> np.ndarray:
-        """Starts of the tiles along ``axis`` whose first kept pixel lies in processing chunk ``k``."""
-        starts = self.grid.starts(axis)
-        kept = starts + self.grid.margin
-        edges = self.edges[axis]
-        return starts[(kept >= edges[k]) & (kept < edges[k + 1])]
+    def reaching(self, axis: int, lo: int, hi: int) -> np.ndarray:
+        """Indices of the tiles along ``axis`` whose blend weight (kept pixels) meets ``[lo, hi)``."""
+        kept = self.starts[axis] + self.grid.margin
+        return np.flatnonzero((kept < hi) & (kept + self.grid.tile - 2 * self.grid.margin > lo))
 
-    def tile_row(self, i: int) -> None:
-        """The tile tasks of processing row ``i``, each after an earlier blend row."""
-        import dask
+    def block(self, bounds: tuple[int, int, int, int]) -> Any:
+        """The task of the output block ``bounds`` = (y0, y1, x0, x1) px.
 
-        ty = self.owned(0, i)
-        # Row i starts once an earlier row is blended: without this the scheduler may run tiles far ahead of the
-        # blends and hold their accumulators, so memory would grow with the scene instead of with its width.
-        done = [r for r in self.blends if r <= i - 2]
-        after = dask.delayed(_barrier, pure=True)(*self.blends[max(done)]) if done else None
-        for j in range(len(self.chunk_x)):
-            tx = self.owned(1, j)
-            if len(ty) and len(tx):
-                self.parts[i, j] = self.tile_task(ty, tx, after)
-
-    def tile_task(self, ty: np.ndarray, tx: np.ndarray, after: Any) -> tuple[Any, tuple[int, int, int, int]]:
-        """One task running the tiles starting at rows ``ty`` × columns ``tx``, and the extent it covers."""
+        The source goes inside the task, not as a key the blocks share: a cluster would run every block where that
+        key lives. It is a lazy graph, small, except for a Dask scene made from in-memory NumPy arrays.
+        """
         import dask
 
         grid = self.grid
-        ys, ye, xs, xe = ty.min(), ty.max() + grid.tile, tx.min(), tx.max() + grid.tile
-        rows, cols = reflect_index(np.arange(ys, ye), grid.height), reflect_index(np.arange(xs, xe), grid.width)
-        # The window travels as its chunk pieces with their own keys: an optimised (fused) copy per window
-        # would read and normalise the same input chunks once per window, and hold each copy.
-        window = self.data[:, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-        window = window.to_delayed(optimize_graph=False).tolist()
-        tiles = [(int(a), int(b)) for a in ty for b in tx]
-        task = dask.delayed(_tile_task, pure=True)(
-            window,
+        ty, tx = self.reaching(0, *bounds[:2]), self.reaching(1, *bounds[2:])
+        sy, sx = self.starts[0][ty], self.starts[1][tx]
+        # Parts in the grid's order (processing chunks row by row), each with its tiles in row order.
+        parts = [
+            [(int(a), int(b)) for a in sy[self.owner[0][ty] == i] for b in sx[self.owner[1][tx] == j]]
+            for i in np.unique(self.owner[0][ty])
+            for j in np.unique(self.owner[1][tx])
+        ]
+        rows = reflect_index(np.arange(sy.min(), sy.max() + grid.tile), grid.height)
+        cols = reflect_index(np.arange(sx.min(), sx.max() + grid.tile), grid.width)
+        return dask.delayed(_block_task, pure=True)(
+            self.source,
             self.ref,
-            rows - rows.min(),
-            cols - cols.min(),
-            (int(ys), int(xs)),
-            tiles,
+            (int(sy.min()), int(sx.min())),
+            rows,
+            cols,
+            bounds,
+            parts,
             self.weights,
             self.batch_size,
             self.out_channels,
-            after,
         )
-        return task, (int(ys), int(ye), int(xs), int(xe))
-
-    def blend_row(self, i: int) -> None:
-        """The blend tasks of output row ``i``: each takes the tile tasks whose extent reaches its chunk."""
-        import dask
-
-        edges_y, edges_x = self.edges
-        y0, y1 = int(edges_y[i]), int(edges_y[i + 1])
-        row = []
-        for j in range(len(self.chunk_x)):
-            x0, x1 = int(edges_x[j]), int(edges_x[j + 1])
-            reaching = [t for t, (ys, ye, xs, xe) in self.parts.values() if ys < y1 and ye > y0 and xs < x1 and xe > x0]
-            row.append(dask.delayed(_blend_task, pure=True)((y0, y1, x0, x1), self.out_channels, *reaching))
-        self.blends[i] = row
-
-    def build(self) -> None:
-        """Tile rows in order, each blend row as soon as every tile row reaching it exists."""
-        # Blend row r can be built once every tile row reaching it exists: the tile rows whose first tile starts
-        # at or above the row's end (a prefix of the rows, since tile starts grow with the row).
-        edges_y, n = self.edges[0], len(self.chunk_y)
-        first_start = [int(self.owned(0, k).min(initial=edges_y[k + 1])) for k in range(n)]
-        last_needed = [max(k for k in range(n) if first_start[k] < edges_y[r + 1]) for r in range(n)]
-        for i in range(n):
-            self.tile_row(i)
-            for r in range(n):
-                if r not in self.blends and last_needed[r] <= i:
-                    self.blend_row(r)
 
     def array(self) -> Any:
-        """The blended output as one Dask array (out_channels, y, x) in processing chunks."""
+        """The blended output as one Dask array (out_channels, y, x) in output blocks."""
         import dask.array as da
 
-        self.build()
+        ey, ex = (np.cumsum((0, *b)) for b in self.blocks)
         return da.block(
             [
                 [
                     da.from_delayed(
-                        blend,
-                        shape=(self.out_channels, int(self.chunk_y[i]), int(self.chunk_x[j])),
+                        self.block((int(ey[i]), int(ey[i + 1]), int(ex[j]), int(ex[j + 1]))),
+                        shape=(self.out_channels, int(ey[i + 1] - ey[i]), int(ex[j + 1] - ex[j])),
                         dtype=np.float32,
                         meta=np.empty((0, 0, 0), np.float32),
                     )
-                    for j, blend in enumerate(self.blends[i])
+                    for j in range(len(ex) - 1)
                 ]
-                for i in range(len(self.chunk_y))
+                for i in range(len(ey) - 1)
             ]
         )
 
 
-def _tiled(xin: xr.DataArray, ref: ModelRef, grid: TileGrid, *, blend: str, batch_size: int, out_channels: int) -> Any:
-    """Lazy Dask array (out_channels, y, x) of blended network outputs, on the network's scale."""
-    import dask.array as da
+def _tiled(
+    scene: xr.Dataset,
+    spec: Any,
+    cloud_map: xr.DataArray | None,
+    xin: xr.DataArray,
+    ref: ModelRef,
+    grid: TileGrid,
+    *,
+    blend: str,
+    batch_size: int,
+) -> Any:
+    """Lazy Dask array (out_channels, y, x) of blended network outputs, on the network's scale.
 
-    lazy = xin.chunks is not None
-    data = xin.data.rechunk({0: -1}) if lazy else da.from_array(xin.values, chunks=-1)
+    ``xin`` is the lazy model input of ``scene``: its chunks set the processing chunks and the blocks; the blocks
+    read their windows from ``scene`` itself.
+    """
+    chunks_of = xin.chunks[1:] if xin.chunks is not None else (None, None)
     target = 2048 if ref.device.startswith("cuda") else 512
-    chunks = tuple(
-        _processing_chunks(size, data.chunks[axis] if lazy else None, grid.stride, target)
-        for axis, size in ((1, grid.height), (2, grid.width))
+    # Blocks of about 4 kept tile widths: a tile runs at most about 1.25 times per axis (see _blocks).
+    block = 4 * (grid.tile - 2 * grid.margin)
+    sizes = (grid.height, grid.width)
+    chunks = tuple(_processing_chunks(n, c, grid.stride, target) for n, c in zip(sizes, chunks_of, strict=True))
+    blocks = tuple(_blocks(n, c, block) for n, c in zip(sizes, chunks_of, strict=True))
+    needed = [v for v in required_variables(spec) if v in scene]
+    source = _Source(partial(_model_window, scene[needed], spec, cloud_map))
+    graph = _TileGraph(
+        source, ref, grid, chunks, blocks, blend=blend, batch_size=batch_size, out_channels=spec.out_channels
     )
-    return _TileGraph(data, ref, grid, chunks, blend=blend, batch_size=batch_size, out_channels=out_channels).array()
+    return graph.array()
 
 
 def predict(
@@ -314,7 +396,7 @@ def predict(
     if spec.cloud_map and cloud_map is None:
         cloud_map = mask_da
     xin = model_input(scene, spec, cloud_map=cloud_map)
-    out = _tiled(xin, ref, grid, blend=blend, batch_size=batch_size, out_channels=spec.out_channels)
+    out = _tiled(scene, spec, cloud_map, xin, ref, grid, blend=blend, batch_size=batch_size)
     if xin.chunks is not None:
         out = out.rechunk((spec.out_channels, *xin.data.chunks[1:]))  # the caller's chunks, not the tile tasks'
     else:
@@ -329,6 +411,8 @@ def predict(
         from .composite import composite
 
         observed = harmonize_s2(scene["s2"]).sel(band=list(spec.output_bands)).astype("float32")
+        if observed.chunks is not None:
+            observed = observed.copy(data=private(observed.data))  # the mask reads the same chunks, earlier
         pred = composite(observed, pred, mask_da, feather=feather)
     name = getattr(model, "architecture", None) or _model_name(ref, model)
     return _result(scene, spec, pred, mask_da, ref, grid, model_name=name, blend=blend)

@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike
+#: GDAL block cache (MiB) while writing a COG: staging blocks and the overviews' reads pass through it.
+_GDAL_CACHE_MB = 256
 #: This machine in staging names: staging files of other hosts on a shared file system are judged by age alone.
 _HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
@@ -420,19 +422,30 @@ def write_cog(
     if out.ndim == 3:
         names = [str(v) for v in out[out.dims[0]].values] if out.dims[0] in out.coords else None
         out = out.assign_attrs(long_name=tuple(names)) if names else out
-    profile = {"tiled": True, "blockxsize": blocksize, "blockysize": blocksize, "compress": compress}
+    # BigTIFF when the uncompressed size passes 4 GB: a full S2 tile's 13 float32 bands do (6.3 GB), and GDAL cannot
+    # know the compressed size of a file written block by block.
+    profile = {
+        "tiled": True,
+        "blockxsize": blocksize,
+        "blockysize": blocksize,
+        "compress": compress,
+        "bigtiff": "IF_SAFER",
+    }
     try:
-        if out.chunks is not None:
-            client = active_client()
-            compute(
-                out.rio.to_raster(staging, lock=write_lock(client), compute=False, **profile),
-                client=client,
-                progress=progress,
-            )
-        else:
-            out.rio.to_raster(staging, **profile)
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
-            rasterio.shutil.copy(staging, tmp, driver="COG", compress=compress.upper(), blocksize=blocksize)
+        # GDAL's block cache defaults to 5 % of the machine's RAM and holds written blocks until it is full: a
+        # fixed size keeps this process's memory that of the chunks in flight (set process-wide while writing).
+        with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB):
+            if out.chunks is not None:
+                client = active_client()
+                compute(
+                    out.rio.to_raster(staging, lock=write_lock(client), compute=False, **profile),
+                    client=client,
+                    progress=progress,
+                )
+            else:
+                out.rio.to_raster(staging, **profile)
+            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+                rasterio.shutil.copy(staging, tmp, driver="COG", compress=compress.upper(), blocksize=blocksize)
         os.replace(tmp, final)
     finally:
         # GDAL may leave side files (.aux.xml) beside the staging names: they share the unique token.
