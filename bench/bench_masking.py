@@ -1,18 +1,20 @@
 """Cloud-mask benchmarks and figures (run by hand; prints, asserts nothing).
 
     python bench/bench_masking.py                 # every section, each in a fresh process
-    python bench/bench_masking.py scene --size 10980 --chunk 2048
+    python bench/bench_masking.py tile --size 10980 --chunk 2048 --shadow-stats scene
     python bench/bench_masking.py s2cloudless     # 10 m vs 60 m on 1024²
     python bench/bench_masking.py iou             # cloud IoU against the synthetic truth
     python bench/bench_masking.py parity          # against ../shared/data/reference/masks, every real image
-    python bench/bench_masking.py shadow-stats --size 8192   # peak RSS of shadow_stats "scene" vs "window"
+    python bench/bench_masking.py shadow-stats --size 10980   # tile, once with "scene" and once with "window"
     python bench/bench_masking.py mosaic          # window vs whole-array shadow thresholds on a real 512² mosaic
     python bench/bench_masking.py saturated       # s2cloudless on real saturated pixels vs the package
 
-``scene``: ``dsen2cr`` on a size² × 13-band uint16 Dask array generated chunk by chunk (nothing is held in
-memory but the chunks in flight), reduced to cloud and shadow fractions; wall time and the process's peak RSS
-(targets on 2 cores for 10980²: ≤ 120 s, ≤ 3 GB). ``--shadow-stats`` picks the shadow statistics;
-``shadow-stats`` runs ``scene`` once with each, in fresh processes, so each peak RSS is its own.
+``tile``: ``dsen2cr`` on a size² × 13-band uint16 scene read lazily from a Zarr store (``--input zarr``, written
+once to the temporary directory from the synthetic scene) or generated chunk by chunk (``--input synthetic``),
+reduced to cloud and shadow fractions; wall time, CPU time (user + system, steadier than wall time on a shared
+machine), the same for one read pass alone, and the process's peak RSS (target for 10980² on 2 cores: ≤ 60 s,
+≤ 1.5 GB). ``--shadow-stats`` picks the shadow statistics; ``shadow-stats`` runs ``tile`` once with each, in
+fresh processes, so each peak RSS is its own.
 
 ``mosaic``: 2×2 real SEN12MS-CR images (256² each, cloudy with shadows) side by side as one 512² array; the
 reference detector's shadow rule with whole-array statistics against ``shadow_stats="window"`` (256 px) and
@@ -23,9 +25,11 @@ against the package run on clip(DN, 0, 10000) / 10000 and on DN / 10000.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,15 +37,36 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-SECTIONS = ("scene", "shadow-stats", "s2cloudless", "iou", "parity", "mosaic", "saturated")
+SECTIONS = ("tile", "shadow-stats", "s2cloudless", "iou", "parity", "mosaic", "saturated")
 
 
 def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux reports KiB
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process so far (user + system): on a shared machine, steadier than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+_NOISE_SIDE = 1031  # a prime: the noise field repeats with no relation to the chunk grid
+_NOISE: dict[int, np.ndarray] = {}
+
+
+def _noise(seed: int) -> np.ndarray:
+    """One standard-normal float32 field per process, sampled by every chunk (drawing per chunk costs seconds)."""
+    if seed not in _NOISE:
+        _NOISE[seed] = np.random.default_rng(seed).standard_normal((_NOISE_SIDE, _NOISE_SIDE), dtype=np.float32)
+    return _NOISE[seed]
+
+
 def _lazy_scene(size: int, chunk: int, seed: int = 0):
-    """A lazy (13, size, size) uint16 DN array made chunk by chunk: noisy forest and soil, bands of cloud."""
+    """A lazy (13, size, size) uint16 DN array made chunk by chunk: noisy forest and soil, bands of cloud.
+
+    Each chunk is a pure function of its location (the pixels do not depend on the chunking) and costs about
+    as much as reading it from a compressed Zarr store. ``seed`` sets the noise and the position of the clouds.
+    """
     import dask.array as da
     import xarray as xr
 
@@ -50,16 +75,20 @@ def _lazy_scene(size: int, chunk: int, seed: int = 0):
 
     forest, soil = (np.asarray(SPECTRA[k], np.float32) for k in ("forest", "soil"))
 
-    def make(block_id=None, block_info=None):
+    def make(block_info=None):
         (_, (y0, y1), (x0, x1)) = block_info[None]["array-location"]
-        rng = np.random.default_rng([seed, *block_id])
         yy, xx = np.ogrid[y0:y1, x0:x1]
-        cloud = np.clip(3 * (np.sin(yy / 300.0) * np.cos(xx / 420.0) - 0.4), 0, 1).astype(np.float32)
+        # Each seed moves the clouds (a time series of the same ground under other clouds).
+        cy, cx = yy + 997 * seed, xx + 577 * seed
+        cloud = np.clip(3 * (np.sin(cy / 300.0) * np.cos(cx / 420.0) - 0.4), 0, 1).astype(np.float32)
         is_forest = np.sin(yy / 37.0) + np.cos(xx / 53.0) > 0
+        clear, bright = 1 - cloud, 7000 * cloud
+        field = _noise(seed)
         out = np.empty((13, y1 - y0, x1 - x0), np.uint16)
         for b in range(13):  # band by band: a chunk costs little more than its own uint16 bytes
-            land = np.where(is_forest, forest[b], soil[b]).astype(np.float32)
-            dn = land * (1 - cloud) + 7000 * cloud + rng.standard_normal(cloud.shape, dtype=np.float32) * 50
+            rows, cols = (yy[:, 0] + 101 * b) % _NOISE_SIDE, (xx[0] + 211 * b) % _NOISE_SIDE
+            noise = field[rows[:, None], cols[None, :]]
+            dn = np.where(is_forest, forest[b], soil[b]) * clear + bright + 50 * noise
             out[b] = np.clip(dn, 0, 65535)
         return out
 
@@ -68,21 +97,41 @@ def _lazy_scene(size: int, chunk: int, seed: int = 0):
     return xr.DataArray(data, dims=("band", "y", "x"), coords={"band": list(S2_BAND_NAMES)})
 
 
-def bench_scene(size: int, chunk: int, shadow_stats: str) -> None:
+def _tile_input(size: int, chunk: int, source: str):
+    """The benchmark tile: the lazy synthetic scene, or the same pixels read from a Zarr store (written once)."""
+    import dask.array as da
+    import xarray as xr
+
+    s2 = _lazy_scene(size, chunk)
+    if source == "synthetic":
+        return s2
+    path = Path(tempfile.gettempdir()) / f"xcloudfree_bench_tile_{size}_{chunk}.zarr"
+    if not (path / "zarr.json").exists():
+        start = time.perf_counter()
+        s2.data.to_zarr(str(path), overwrite=True)
+        print(f"wrote {path} in {time.perf_counter() - start:.0f} s")
+    return xr.DataArray(da.from_zarr(str(path)), dims=s2.dims, coords=s2.coords)
+
+
+def bench_tile(size: int, chunk: int, shadow_stats: str, source: str) -> None:
     import dask
 
     from xcloudfree import masking
 
-    s2 = _lazy_scene(size, chunk)
-    start = time.perf_counter()  # "scene" reads the input once inside detect(), for its statistics
+    s2 = _tile_input(size, chunk, source)
+    start, cpu = time.perf_counter(), _cpu_s()
+    s2.data.max().compute()  # one pass over the input: what reading (or generating) it costs alone
+    read, read_cpu = time.perf_counter() - start, _cpu_s() - cpu
+    start, cpu = time.perf_counter(), _cpu_s()  # "scene" reads the input once inside detect(), for its statistics
     masks = masking.detect(s2, "dsen2cr", shadow_stats=shadow_stats)
     cloud, shadow, prob = dask.compute(masks.cloud.mean(), masks.shadow.mean(), masks.cloud_probability.mean())
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _cpu_s() - cpu
     print(
-        f"scene dsen2cr shadow_stats={shadow_stats} {size}x{size}x13 uint16, chunks {chunk}: wall {wall:.1f} s, "
+        f"tile dsen2cr shadow_stats={shadow_stats} {size}x{size}x13 uint16 {source}, chunks {chunk}: "
+        f"wall {wall:.1f} s, CPU {cpu:.1f} s (one read pass alone: wall {read:.1f} s, CPU {read_cpu:.1f} s), "
         f"peak RSS {_peak_rss_gb():.2f} GB "
         f"(input {13 * size * size * 2 / 1e9:.1f} GB; cloud {float(cloud):.3f}, shadow {float(shadow):.3f}, "
-        f"mean score {float(prob):.3f})"
+        f"mean score {float(prob):.3f}; load {os.getloadavg()[0]:.1f})"
     )
 
 
@@ -161,7 +210,7 @@ def bench_parity() -> None:
 
 def bench_shadow_stats(argv: list[str]) -> None:
     for stats in ("scene", "window"):
-        subprocess.run([sys.executable, __file__, "scene", *argv, "--shadow-stats", stats], check=True)
+        subprocess.run([sys.executable, __file__, "tile", *argv, "--shadow-stats", stats], check=True)
 
 
 def _mosaic_images() -> list[Path]:
@@ -244,9 +293,10 @@ def bench_saturated() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("section", nargs="?", choices=SECTIONS)
-    parser.add_argument("--size", type=int, default=10980, help="scene side for 'scene'")
-    parser.add_argument("--chunk", type=int, default=2048, help="chunk side for 'scene'")
-    parser.add_argument("--shadow-stats", choices=("scene", "window"), default="scene", help="for 'scene'")
+    parser.add_argument("--size", type=int, default=10980, help="tile side for 'tile'")
+    parser.add_argument("--chunk", type=int, default=2048, help="chunk side for 'tile'")
+    parser.add_argument("--shadow-stats", choices=("scene", "window"), default="scene", help="for 'tile'")
+    parser.add_argument("--input", choices=("synthetic", "zarr"), default="zarr", help="for 'tile'")
     parser.add_argument("--tile", type=int, default=1024, help="image side for 's2cloudless'")
     parser.add_argument("--iou-size", type=int, default=512)
     args = parser.parse_args()
@@ -256,8 +306,10 @@ def main() -> None:
         return
     sys.path.insert(0, str(ROOT))
     {
-        "scene": lambda: bench_scene(args.size, args.chunk, args.shadow_stats),
-        "shadow-stats": lambda: bench_shadow_stats([f"--size={args.size}", f"--chunk={args.chunk}"]),
+        "tile": lambda: bench_tile(args.size, args.chunk, args.shadow_stats, args.input),
+        "shadow-stats": lambda: bench_shadow_stats(
+            [f"--size={args.size}", f"--chunk={args.chunk}", f"--input={args.input}"]
+        ),
         "mosaic": bench_mosaic,
         "saturated": bench_saturated,
         "s2cloudless": lambda: bench_s2cloudless(args.tile),

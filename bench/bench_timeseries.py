@@ -13,7 +13,8 @@ scores). Neither series has S1, so ``model`` cannot run on them.
 
     python bench/bench_timeseries.py                    # prints the tables (Markdown) and a JSON summary
     python bench/bench_timeseries.py --strip strip.png
-    python bench/bench_timeseries.py --memory 1024       # peak memory of a lazy 24-date random series
+    python bench/bench_timeseries.py --memory 2048       # time and peak RSS of lazy 5, 10, 20-date series
+    python bench/bench_timeseries.py --memory 2048 --dates 20 --methods linear --mask dsen2cr   # one run
 """
 
 from __future__ import annotations
@@ -141,36 +142,69 @@ def strip(path: Path) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
 
 
-def memory(
-    size: int = 1024, dates: int = 24, chunk: int = 256, methods: tuple = ("least_cloudy", "linear", "mosaic")
-) -> None:
-    """Peak memory of filling a lazy random series far larger than one chunk, per method."""
-    import resource
+def lazy_series(dates: int, size: int, chunk: int) -> xr.Dataset:
+    """A lazy (time, 13, size, size) uint16 L1C series read from a Zarr store, 5 days apart, clouds moving.
+
+    The store holds 20 dates (``bench_masking``'s synthetic tile, one seed per date), written once to the
+    temporary directory; fewer dates are its first ones, so every run reads the same chunks (1, 13, chunk, chunk).
+    """
+    import tempfile
+
+    import dask.array as da
+    from bench_masking import _lazy_scene
+
+    total = max(dates, 20)
+    path = Path(tempfile.gettempdir()) / f"xcloudfree_bench_series_{total}_{size}_{chunk}.zarr"
+    if not (path / "zarr.json").exists():
+        start = time.perf_counter()
+        da.stack([_lazy_scene(size, chunk, seed=t).data for t in range(total)]).to_zarr(str(path), overwrite=True)
+        print(f"wrote {path} in {time.perf_counter() - start:.0f} s")
+    s2 = da.from_zarr(str(path))[:dates]
+    times = np.datetime64("2020-01-01", "ns") + np.arange(dates) * 5 * np.timedelta64(1, "D")
+    return xr.Dataset(
+        {"s2": (("time", "band", "y", "x"), s2, {"product": "L1C", "units": "DN"})},
+        coords={"time": times, "band": list(xcf.sensors.S2_BAND_NAMES)},
+    )
+
+
+def memory(size: int, dates: int, chunk: int, method: str, mask: str) -> None:
+    """Wall time and peak RSS of one fill of a lazy series (one per process, so the peak is its own).
+
+    ``mask``: ``given`` (a lazy random boolean DataArray, 40 % masked) or a mask method run on every date.
+    """
+    import os
 
     import dask
     import dask.array as da
+    from bench_masking import _cpu_s, _peak_rss_gb
 
-    shape = (dates, 13, size, size)
-    rng = da.random.default_rng(0)
-    s2 = (rng.random(shape, chunks=(1, 13, chunk, chunk)) * 3000).astype(np.float32)
-    cloudy = rng.random((dates, size, size), chunks=(1, chunk, chunk)) < 0.4
-    times = np.datetime64("2020-01-01", "ns") + np.arange(dates) * 5 * np.timedelta64(1, "D")
-    ts = xr.Dataset(
-        {"s2": (("time", "band", "y", "x"), s2)},
-        coords={"time": times, "band": list(xcf.sensors.S2_BAND_NAMES)},
+    ts = lazy_series(dates, size, chunk)
+    if mask == "given":
+        rng = da.random.default_rng(0)
+        cloudy = xr.DataArray(rng.random((dates, size, size), chunks=(1, chunk, chunk)) < 0.4, dims=("time", "y", "x"))
+    start, cpu = time.perf_counter(), _cpu_s()  # a mask method: fill() computes every date's scene statistics
+    out = xcf.timeseries.fill(ts, method, mask=cloudy if mask == "given" else mask)
+    built = time.perf_counter() - start
+    total, counts = dask.compute(out["s2_filled"].sum(), da.bincount(out["fill_source"].data.ravel(), minlength=4))
+    wall, cpu = time.perf_counter() - start, _cpu_s() - cpu
+    print(
+        f"{method} mask={mask} {dates} dates {size}² (input {ts.s2.nbytes / 2**30:.2f} GiB uint16, chunks "
+        f"{chunk}²): wall {wall:.1f} s (building {built:.1f} s), CPU {cpu:.1f} s, peak RSS {_peak_rss_gb():.2f} GB, "
+        f"sources {counts.tolist()}, load {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
-    mask = xr.DataArray(cloudy, dims=("time", "y", "x"))
-    for method in methods:
-        out = xcf.timeseries.fill(ts, method, mask=mask)
-        start = time.perf_counter()
-        total, counts = dask.compute(
-            out["s2_filled"].sum(), da.bincount(out["fill_source"].data.ravel(), minlength=4), scheduler="threads"
-        )
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(
-            f"{method}: input {s2.nbytes / 2**30:.2f} GiB in chunks of {s2.blocks[0, 0, 0, 0].nbytes / 2**20:.1f} MiB, "
-            f"{time.perf_counter() - start:.1f} s, peak RSS so far {peak:.0f} MiB, sources {counts.tolist()}"
-        )
+
+
+def memory_table(size: int, chunk: int, methods: tuple[str, ...], masks: tuple[str, ...]) -> None:
+    """:func:`memory` for 5, 10 and 20 dates, each run in a fresh process."""
+    import subprocess
+    import sys
+
+    for mask in masks:
+        for method in methods:
+            for dates in (5, 10, 20):
+                args = [f"--memory={size}", f"--dates={dates}", f"--chunk={chunk}", f"--methods={method}"]
+                subprocess.run([sys.executable, __file__, *args, f"--mask={mask}"], check=True)
 
 
 def main() -> None:
@@ -178,10 +212,17 @@ def main() -> None:
     parser.add_argument("--strip", type=Path, help="write the quicklook PNG here and stop")
     parser.add_argument("--json", type=Path, help="write every per-date row here")
     parser.add_argument("--memory", type=int, metavar="SIZE", help="only measure peak memory, SIZE² px series")
-    parser.add_argument("--methods", default="least_cloudy,linear,mosaic", help="methods of --memory")
+    parser.add_argument("--dates", type=int, help="dates of --memory (default: 5, 10, 20, each in its process)")
+    parser.add_argument("--chunk", type=int, default=512, help="y/x chunk side of --memory")
+    parser.add_argument("--methods", default="least_cloudy,mosaic,linear,nearest", help="methods of --memory")
+    parser.add_argument("--mask", default="given,dsen2cr", help="masks of --memory: given and/or a method")
     args = parser.parse_args()
     if args.memory:
-        memory(args.memory, methods=tuple(args.methods.split(",")))
+        methods, masks = tuple(args.methods.split(",")), tuple(args.mask.split(","))
+        if args.dates and len(methods) == len(masks) == 1:
+            memory(args.memory, args.dates, args.chunk, methods[0], masks[0])
+        else:
+            memory_table(args.memory, args.chunk, methods, masks)
         return
     if args.strip:
         strip(args.strip)

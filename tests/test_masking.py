@@ -142,6 +142,17 @@ def test_time_dimension_is_masked_date_by_date(scene):
     masks = masking.detect(dates, "dsen2cr")
     assert masks.cloud.dims == ("time", "y", "x")
     _assert_same(masks.isel(time=0, drop=True), masking.detect(s2, "dsen2cr"))
+    # On Dask the scene statistics of every date come from one compute (one pass over the series), not one each.
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return dask.get(*args, **kwargs)
+
+    with dask.config.set(scheduler=counting):
+        lazy = masking.detect(dates.chunk({"time": 1, "y": 64, "x": 80}), "dsen2cr")
+    assert len(calls) == 1
+    _assert_same(lazy.compute(), masks)
 
 
 # ----------------------------------------------------------------------------------------- chunking invariance
@@ -149,7 +160,7 @@ def test_time_dimension_is_masked_date_by_date(scene):
     ("method", "params"),
     [
         ("dsen2cr", {}),
-        ("dsen2cr", {"window": 64}),
+        ("dsen2cr", {"shadow_stats": "window", "window": 64}),
         ("dsen2cr", {"shadow_stats": "scene", "window": 64}),
         ("uncrtaints", {}),
         ("carf", {}),
@@ -165,6 +176,18 @@ def test_one_chunk_and_7x5_chunks_give_identical_masks(scene, method, params):
     one, many = one.compute(), many.compute()
     _assert_same(one, many)
     assert one.cloud.any() and not one.cloud.all()
+
+
+@pytest.mark.parametrize("shadow_stats", ["scene", "window"])
+def test_strips_of_any_height_give_the_block_result(scene, shadow_stats, monkeypatch):
+    """Blocks run in strips of rules.STRIP rows (bounded working memory): the strip height changes no pixel."""
+    from xcloudfree.masking import rules
+
+    s2 = scene.s2.isel(y=slice(0, 600))
+    default = masking.detect(s2, "dsen2cr", shadow_stats=shadow_stats, window=64)
+    monkeypatch.setattr(rules, "STRIP", 64)
+    for data in (s2, s2.chunk({"y": 256, "x": 320})):
+        _assert_same(masking.detect(data, "dsen2cr", shadow_stats=shadow_stats, window=64).compute(), default)
 
 
 @pytest.mark.parametrize("method", ["s2cloudless", "cyclecr"])

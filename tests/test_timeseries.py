@@ -223,17 +223,27 @@ def test_the_result_does_not_depend_on_the_chunks(series):
     assert np.array_equal(out["s2_filled"].values, ref["s2_filled"].values, equal_nan=True)
 
 
-def test_building_the_fill_computes_nothing(series, small_net):
-    ts, _ = series
+def test_building_the_fill_computes_only_the_masks(series, small_net):
+    ts, cloudy = series
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return dask.get(*args, **kwargs)
 
     def refuse(*args, **kwargs):
         raise AssertionError("fill() computed while building the graph")
 
     lazy = ts.chunk({"time": 2, "y": 24, "x": 24})
-    with dask.config.set(scheduler=refuse):
+    with dask.config.set(scheduler=refuse):  # a mask given as an array: nothing to compute
+        given = fill(lazy, ["least_cloudy", "linear", "model"], mask=cloudy.chunk({"time": 1}), model=small_net)
+    # A mask method: one pass for the masks of every date (window statistics), two with the scene statistics.
+    with dask.config.set(scheduler=counting):
         out = fill(lazy, ["least_cloudy", "linear", "model"], mask="dsen2cr", shadow_stats="window", model=small_net)
-        out2 = lazy.cloudfree.fill(["mosaic", "nearest"], max_gap_days=15, shadow_stats="window")
-    for o in (out, out2):
+        assert len(calls) == 1
+        out2 = lazy.cloudfree.fill(["mosaic", "nearest"], max_gap_days=15)
+        assert len(calls) == 3
+    for o in (given, out, out2):
         assert all(o[v].chunks is not None for v in ("s2_filled", "mask", "fill_source", "fill_gap_days"))
 
 

@@ -26,13 +26,15 @@ method             value of a masked pixel of date *t*
 (for ``linear`` each side separately). The candidates of ``least_cloudy`` and ``mosaic`` are all dates within the
 gap (all dates without one); a date's own masked pixels are never a candidate.
 
-Everything is lazy on Dask and built from one date at a time: the previous/next clear observation comes from
+The fill is lazy on Dask and built from one date at a time: the previous/next clear observation comes from
 a forward/backward scan over the dates (a forward- and backward-fill of the clear values and of their dates),
-sums run over the dates in a fixed order, so the pixels do not depend on the chunking and memory is bounded by
-the chunks. Two costs to know: ``least_cloudy`` needs the cloud fraction of every scene before it can fill a
-pixel, so with a mask method on Dask the input chunks can wait in memory for the masks of all dates (pass a computed
-or persisted ``mask`` DataArray to avoid that); ``model`` runs the network on every date that has S1, whatever
-remains to be filled.
+sums run over the dates in a fixed order, so the pixels do not depend on the chunking. A mask *method* on Dask
+is computed when the fill is built (with ``shadow_stats="scene"`` after a first pass for every date's shadow
+statistics), in one streaming pass over all dates, and kept as booleans (1 byte a pixel and date): a mask reads
+its chunk's neighbours, and in one graph with the fill the input chunks of every date would wait for it. Memory
+is then that of the chunks in flight with, for each, one input chunk per date that waits for the scans or
+composites over the dates (uint16: 6.5 MiB per date for 13 bands × 512²). ``model`` runs the network on every
+date that has S1, whatever remains to be filled.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def fill(
         ``fill_source (time, y, x)`` uint8 (0 observed, 1 temporal, 2 model, 3 unfilled; CF ``flag_values`` /
         ``flag_meanings``) and ``fill_gap_days (time, y, x)`` float32 (days to the farthest clear observation
         used; 0 observed, NaN for model and unfilled). Pixels that are NaN or nodata in ``s2`` count as not
-        observed and are filled too. Lazy on Dask input; chunks of ``s2`` kept.
+        observed and are filled too. Lazy on Dask input (a mask method is computed first, see the module
+        docstring); chunks of ``s2`` kept.
 
     Examples
     --------
@@ -147,7 +150,7 @@ def fill(
 
     filled, source, gap = [], [], []
     for t in range(len(days)):
-        value = np.where(clear[t][None], data[t].astype(out_dtype), out_dtype.type(np.nan))
+        value = _choose(clear[t], data[t], out_dtype.type(np.nan), out_dtype)
         src = np.where(clear[t], np.uint8(OBSERVED), np.uint8(UNFILLED))
         g = np.where(clear[t], np.float32(0), np.float32(np.nan))
         todo = ~clear[t]
@@ -332,14 +335,26 @@ def _cloud_mask(ts: xr.Dataset, s2: xr.DataArray, mask: Any, options: dict, yx_c
             f"mask: expected a mask method {list(MASK_METHODS)} or a boolean DataArray (time, y, x), found "
             f"{repr(mask) if isinstance(mask, str) else type(mask).__name__}"
         )
+    if mask == "scl":  # the classification of each date (no statistics to gather)
+        dates = [detect(ts.isel(time=t), method=mask, **options) for t in range(n)]
+    else:
+        # One call over (time, band, y, x): scene statistics of every date are computed in one pass.
+        masks = detect(ts["s2"], method=mask, **options)
+        dates = [masks.isel(time=t) for t in range(n)]
     out = []
-    for t in range(n):
-        date = ts.isel(time=t)
-        masks = detect(date if mask == "scl" else date["s2"], method=mask, **options)
-        cloudy = (masks["cloud"] | masks["shadow"]).transpose("y", "x").data
+    for m in dates:
+        cloudy = (m["cloud"] | m["shadow"]).transpose("y", "x").data
         if yx_chunks is not None:
             cloudy = cloudy.rechunk(yx_chunks)
         out.append(cloudy)
+    if mask != "scl" and any(hasattr(c, "dask") for c in out):
+        import dask
+
+        # A mask reads its date with a halo of the neighbouring chunks: in one graph with the fill, the input
+        # chunks of every date and chunk would wait in memory for the masks (measured: 3.7 GB for 20 dates of
+        # 2048²). Computed first in one streaming pass and kept as booleans (1 byte a pixel and date, on the
+        # workers of a cluster), they leave the fill holding only the chunks it works on.
+        out = list(dask.persist(*out))
     return out
 
 
@@ -362,6 +377,16 @@ def _valid(s2: xr.DataArray) -> list[Any]:
 def _cloud_fractions(cloudy: list[Any]) -> list[Any]:
     """Per date: the masked share of its pixels, as AllClear counts it (integer counts: exact on any chunking)."""
     return [c.sum(dtype=np.int64) / c.size for c in cloudy]
+
+
+def _choose(keep: Any, values: Any, other: Any, dtype: np.dtype) -> Any:
+    """``values`` (band, y, x) where ``keep`` (y, x), else ``other``, as ``dtype``.
+
+    The input is cast in the task that chooses (not in a cast of its own that several dates' tasks share), so
+    what waits in memory for the later dates is the input chunk itself (uint16: half a float32 copy). Integer
+    DN are exact in the promoted type, so the values are those of casting first.
+    """
+    return np.where(keep[None], values, other).astype(dtype, copy=False)
 
 
 def _stack(parts: list[Any], like: Any) -> Any:
@@ -397,9 +422,6 @@ class _Series:
             return self._interpolate(method, t)
         return self._composite(method, t)
 
-    def _value(self, s: int) -> Any:
-        return self.data[s].astype(self.dtype)
-
     def _near(self, gap: Any) -> Any:
         return np.isfinite(gap) if self.max_gap is None else gap <= self.max_gap  # NaN compares False
 
@@ -412,7 +434,7 @@ class _Series:
                 v = d = None
                 for s in order:
                     c = self.clear[s]
-                    v = np.where(c[None], self._value(s), nan if v is None else v)
+                    v = _choose(c, self.data[s], nan if v is None else v, self.dtype)
                     d = np.where(c, self.days[s], np.nan if d is None else d)
                     values[s], dates[s] = v, d
             self._scans = (prev_v, prev_d, next_v, next_d)
@@ -456,7 +478,7 @@ class _Series:
         for s in candidates:
             c = self.clear[s]
             better = c if best is None else c & (fraction[s] < best)  # strict: ties keep the earlier date
-            value = np.where(better[None], self._value(s), self.dtype.type(np.nan) if value is None else value)
+            value = _choose(better, self.data[s], self.dtype.type(np.nan) if value is None else value, self.dtype)
             best = np.where(better, fraction[s], np.inf if best is None else best)
             day = np.where(better, self.days[s], np.nan if day is None else day)
         return value, np.isfinite(day), day, day
@@ -465,7 +487,7 @@ class _Series:
         total = count = first = last = None
         for s in candidates:  # a fixed order of float64 sums: the same on any chunking
             c = self.clear[s]
-            part = np.where(c[None], self.data[s].astype(np.float64), 0.0)
+            part = _choose(c, self.data[s], np.float64(0.0), np.dtype(np.float64))
             total = part if total is None else total + part
             count = c.astype(np.int32) if count is None else count + c
             day = np.where(c, self.days[s], np.nan)

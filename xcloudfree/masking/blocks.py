@@ -124,11 +124,17 @@ def aligned_chunks(size: int, preferred: int, multiple: int = 1, minimum: int = 
         return (size,)
     chunks = [step] * n
     rest = size - n * step
-    if rest >= minimum:
+    if rest and rest >= minimum:
         chunks.append(rest)
     else:
         chunks[-1] += rest
     return tuple(chunks)
+
+
+def align(data: Any, multiple: int = 1, minimum: int = 1) -> Any:
+    """Dask ``data`` (layers, y, x) in one layer chunk, its (y, x) chunks made :func:`aligned_chunks`."""
+    yx = [aligned_chunks(n, c[0], multiple, minimum) for n, c in zip(data.shape[1:], data.chunks[1:], strict=True)]
+    return data.rechunk(((data.shape[0],), *yx))
 
 
 def map_blocks_with_halo(
@@ -139,6 +145,7 @@ def map_blocks_with_halo(
     *,
     multiple: int = 1,
     out_chunks: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+    rows: int | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run ``func`` over ``data`` (layers, y, x) with ``depth`` pixels of halo between blocks.
@@ -147,18 +154,21 @@ def map_blocks_with_halo(
     ``multiple`` (and made at least ``depth`` wide), then each block sees its neighbours' ``depth`` pixels.
     ``out_chunks`` sets the (y, x) chunks of the result when they differ from the input's; the input chunks
     are then kept as they are (each at least ``depth`` wide). ``func`` returns ``(layers, core_y, core_x)``
-    float32. Dask collections in ``kwargs`` become dependencies.
+    float32. Dask collections in ``kwargs`` become dependencies. ``rows`` (a multiple of ``multiple``, at least
+    ``depth``): run ``func`` on strips of that many core rows (:func:`in_strips`), so its temporaries scale with
+    the strip, not the block or the in-memory image.
     """
+    if rows is not None:
+        func = in_strips(func, rows, depth)
     if not hasattr(data, "dask"):
         return func(np.asarray(data), borders=(True,) * 4, origin=(0, 0), halo=0, **kwargs)
     import dask.array as da
 
     if out_chunks is None:
-        yx = [aligned_chunks(n, c[0], multiple, depth) for n, c in zip(data.shape[1:], data.chunks[1:], strict=True)]
-        data = data.rechunk(((data.shape[0],), *yx))
+        data = align(data, multiple, depth)
     yx = list(data.chunks[1:])
     depths = {0: 0, 1: depth if len(yx[0]) > 1 else 0, 2: depth if len(yx[1]) > 1 else 0}
-    haloed = da.overlap.overlap(data, depth=depths, boundary="none")
+    haloed = da.overlap.overlap(data, depth=depths, boundary="none") if any(depths.values()) else data
     starts = [np.cumsum((0, *c[:-1])) for c in yx]
     counts = [len(c) for c in yx]
 
@@ -170,6 +180,37 @@ def map_blocks_with_halo(
 
     chunks = ((layers,), *(out_chunks or yx))
     return da.map_blocks(run, haloed, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32), **kwargs)
+
+
+def in_strips(func: Callable[..., np.ndarray], rows: int, depth: int) -> Callable[..., np.ndarray]:
+    """``func`` run on row strips of its block, each with ``depth`` rows of context on its interior sides.
+
+    Strip starts keep the block's alignment (``rows`` is a multiple of the grid the block lies on), and a
+    block function computes every pixel from its neighbourhood, so the result is the block's, row for row.
+    """
+    if rows < depth:
+        raise ValueError(f"rows: expected at least the halo of {depth} pixels, found {rows}")
+
+    def run(block: np.ndarray, *, borders: Borders, origin: tuple[int, int], halo: int, **kw: Any) -> np.ndarray:
+        top, bottom, left, right = borders
+        h = block.shape[-2]
+        first, last = (0 if top else halo), h - (0 if bottom else halo)
+        if last - first <= rows:
+            return func(block, borders=borders, origin=origin, halo=halo, **kw)
+        # halo 0 means four image borders (the in-memory path): strips then take ``depth`` rows from the image.
+        assert halo in (0, depth), (halo, depth)
+        out = None
+        for a in range(first, last, rows):
+            b = min(a + rows, last)
+            lo, hi = max(a - depth, 0), min(b + depth, h)
+            sides = (top and a == 0, bottom and b == h, left, right)
+            part = func(block[..., lo:hi, :], borders=sides, origin=(origin[0] + lo, origin[1]), halo=depth, **kw)
+            if out is None:  # filled in place: no second copy of the block's result
+                out = np.empty((*part.shape[:-2], last - first, part.shape[-1]), part.dtype)
+            out[..., a - first : b - first, :] = part
+        return out
+
+    return run
 
 
 def with_margin(a: np.ndarray, borders: Borders, halo: int, margin: int, mode: str = "constant") -> np.ndarray:
@@ -248,11 +289,34 @@ def to_dataset(layers: Any, template: xr.DataArray, method: str, params: dict) -
     return ds
 
 
-def per_leading(func: Callable[[xr.DataArray], xr.Dataset], s2: xr.DataArray) -> xr.Dataset:
-    """Apply ``func`` to each (band, y, x) slice of ``s2`` along its extra leading dims (e.g. ``time``)."""
+def per_leading(
+    func: Callable[..., xr.Dataset],
+    s2: xr.DataArray,
+    batch: Callable[[list[xr.DataArray]], list[Any]] | None = None,
+) -> xr.Dataset:
+    """Apply ``func`` to each (band, y, x) slice of ``s2`` along its extra leading dims (e.g. ``time``).
+
+    ``batch`` maps the list of every slice to one value per slice, passed to ``func`` as its second argument:
+    what the slices need from a pass over all of them (e.g. the scene statistics of every date in one compute).
+    """
     extra = [d for d in s2.dims if d not in ("band", "y", "x")]
-    if not extra:
-        return func(s2.transpose("band", "y", "x"))
-    dim = extra[0]
-    parts = [per_leading(func, s2.isel({dim: i})) for i in range(s2.sizes[dim])]
-    return xr.concat(parts, dim=dim, combine_attrs="override")
+    core = s2.transpose(*extra, "band", "y", "x")
+    index = list(np.ndindex(*(s2.sizes[d] for d in extra)))
+    slices = [core.isel(dict(zip(extra, i, strict=True))) for i in index]
+    if batch is None:
+        parts = [func(a) for a in slices]
+    else:
+        parts = [func(a, v) for a, v in zip(slices, batch(slices), strict=True)]
+    for dim in reversed(extra):  # innermost dim first: groups of consecutive slices
+        n = s2.sizes[dim]
+        # "minimal" + "override": no coordinate is compared, which would compute lazy ones (e.g. chunked ones).
+        parts = [
+            xr.concat(
+                parts[i : i + n], dim, data_vars="all", coords="minimal", compat="override", combine_attrs="override"
+            )
+            for i in range(0, len(parts), n)
+        ]
+    # The coordinates along the leading dims, as they were (the slices carried them as scalars).
+    return parts[0].assign_coords(
+        {k: v for k, v in s2.coords.items() if "band" not in v.dims and set(v.dims) & set(extra)}
+    )

@@ -8,12 +8,16 @@ Shadow: dark pixels in NIR + SWIR1 (CSI) and blue, below thresholds set by the i
 The shadow thresholds need statistics of "the array passed in" (one 256×256 patch in the references).
 ``shadow_stats="scene"`` (the default) uses the minimum and mean of the whole array, as the reference does on any
 array: on Dask, :func:`detect` first computes them with a reduction that streams the chunks (only per-window
-partial sums stay in memory), then returns the lazy masks built with those numbers, so the input is read twice
-and peak memory stays that of the chunks in flight. ``shadow_stats="window"`` computes them per
-``window``×``window`` tile of a grid anchored at the array origin (the last row and column of tiles may be
-smaller): one lazy pass that computes nothing in :func:`detect`, identical to ``"scene"`` on a single 256 patch,
-but local on larger arrays (on a real 512² mosaic its shadows differ from the whole-array rule's on 3.8 % of
-the pixels: ``docs/masking.md``).
+partial sums stay in memory; for a time series, of every date in one pass), then returns the lazy masks built
+with those numbers, so the input is read twice and peak memory stays that of the chunks in flight.
+``shadow_stats="window"`` computes them per ``window``×``window`` tile of a grid anchored at the array origin
+(the last row and column of tiles may be smaller): one lazy pass that computes nothing in :func:`detect`,
+identical to ``"scene"`` on a single 256 patch, but local on larger arrays (on a real 512² mosaic its shadows
+differ from the whole-array rule's on 3.8 % of the pixels: ``docs/masking.md``).
+
+Each block runs in two stages: the per-pixel raw score and shadow candidates (each window whole inside its
+block), then the filters with a halo of :data:`HALO` pixels of those (8 bytes a pixel that neighbouring blocks
+hold for each other, not the 14 of the seven uint16 bands), both in strips of :data:`STRIP` rows.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from scipy import ndimage
 
 from .blocks import (
     Borders,
-    aligned_chunks,
+    align,
     as_s2,
     box_sum,
     crop,
@@ -48,6 +52,9 @@ BANDS = ("B01", "B02", "B03", "B04", "B08", "B10", "B11")
 _B01, _B02, _B03, _B04, _B08, _B10, _B11 = range(len(BANDS))
 #: Pixels of neighbour data a block needs: grey closing 5×5 (2 + 2) then the 7×7 mean (3).
 HALO = 7
+#: Rows of a block computed at once (a multiple of the window in window mode): the detector makes about 30
+#: float temporaries of its input's size, so strips keep a 2048² block's working memory near 40 MB, not 300 MB.
+STRIP = 256
 #: Default parameters of :func:`detect` (the DSen2-CR settings).
 DEFAULTS: dict[str, Any] = {
     "threshold": 0.2,
@@ -154,32 +161,46 @@ def _scene_thresholds(partials: np.ndarray) -> np.ndarray:
     return np.array([t3, t4], np.float32)
 
 
-def _block(
+def _pixels(
     block: np.ndarray,
     *,
     borders: Borders,
     origin: tuple[int, int],
     halo: int,
-    threshold: float,
     b01_b10: tuple[float, float],
     moisture_check: bool,
     shadows: bool,
     window: int,
     nodata: float | None,
-    scene_thresholds: np.ndarray | None = None,
+    scene_thresholds: np.ndarray | None,
 ) -> np.ndarray:
-    """Cloud score, cloud, shadow and mask of one block → (4, core_y, core_x) float32.
+    """The per-pixel stage of one block (no halo) → (2, y, x) float32: raw cloud score (NaN where invalid), dark.
 
-    In window mode the block's halo is a whole window (chunks lie on the window grid, ``origin`` on a window
-    corner), so each pixel's shadow thresholds come from its complete window, wherever the chunk edges are.
+    ``dark`` (1/0) marks the shadow candidates: below the scene thresholds, or in window mode below those of the
+    pixel's window (the block starts on the window grid, so each window lies whole inside it). Half the bytes of
+    the 7 uint16 bands: this, not the input, is what neighbouring blocks hold for each other's halos.
     """
+    out = np.zeros((2, *block.shape[1:]), np.float32)
     valid = valid_pixels(block, nodata)
-    # The score is per pixel up to the filters: compute it on the core and the filters' margin only.
-    margined = with_margin(block, borders, halo, HALO, mode="symmetric")  # reflect: the closing's border mode
-    ok = valid_pixels(margined, nodata)
+    out[0] = np.where(valid, _raw_score(_reflectance(block), b01_b10, moisture_check), np.float32(np.nan))
+    if shadows:
+        csi, blue = _shadow_inputs(block)
+        if scene_thresholds is None:
+            assert origin[0] % window == 0 and origin[1] % window == 0, "blocks must start on the window grid"
+            out[1] = _dark_by_window(csi, blue, valid, window)
+        else:
+            out[1] = (csi < scene_thresholds[0]) & (blue < scene_thresholds[1]) & valid
+    return out
+
+
+def _block(
+    block: np.ndarray, *, borders: Borders, origin: tuple[int, int], halo: int, threshold: float, shadows: bool
+) -> np.ndarray:
+    """The filters on one block of :func:`_pixels` (with halo) → cloud score, cloud, shadow, mask (4, y, x) float32."""
+    # The raw score of a reflected pixel is that of the pixel: reflect it (the closing's border mode).
+    score = with_margin(block[0], borders, halo, HALO, mode="symmetric")
+    ok = np.isfinite(score)
     core_valid = crop(ok, HALO)
-    score = np.where(ok, _raw_score(_reflectance(margined), b01_b10, moisture_check), np.float32(np.nan))
-    del margined
     # Grey closing that ignores invalid pixels: they take no part in the max, then none in the min.
     dilated = ndimage.maximum_filter(np.where(ok, score, -np.inf), size=5, mode="nearest")
     closed = ndimage.minimum_filter(np.where(ok, dilated, np.inf), size=5, mode="nearest")
@@ -195,62 +216,68 @@ def _block(
 
     shadow = np.zeros(core_valid.shape, bool)
     if shadows:
-        csi, blue = _shadow_inputs(block)
-        if scene_thresholds is None:
-            assert origin[0] % window == 0 and origin[1] % window == 0, "blocks must start on the window grid"
-            dark = _dark_by_window(csi, blue, valid, window)
-        else:
-            dark = (csi < scene_thresholds[0]) & (blue < scene_thresholds[1]) & valid
-        del csi, blue
-        dark = with_margin(dark.astype(np.float32), borders, halo, HALO)  # zero fill, as medfilt2d
+        dark = with_margin(block[1], borders, halo, HALO)  # zero fill, as medfilt2d
         # The median of 25 values in {0, 1} is 1 where at least 13 are 1: an exact count.
         shadow = crop(box_sum(dark, 5) >= 13, HALO) & ~cloud
     return stack_layers(score, cloud, shadow, cloud | shadow)
 
 
-def _detect_one(s2: xr.DataArray, params: dict[str, Any]) -> xr.Dataset:
-    window, scene = params["window"], params["shadows"] and params["shadow_stats"] == "scene"
+def _inputs(s2: xr.DataArray, params: dict[str, Any]) -> tuple[Any, float | None]:
+    """The detector's bands (7, y, x) as a NumPy or Dask array, and their nodata value."""
     bands = select_bands(s2, BANDS, params["method"])
-    kwargs = {k: params[k] for k in ("threshold", "b01_b10", "moisture_check", "shadows", "window")}
-    kwargs["nodata"] = nodata_of(bands)
-    data = bands.data
-    if not scene:
-        depth, multiple = (window, window) if params["shadows"] else (HALO, 1)
-        layers = map_blocks_with_halo(_block, data, depth, 4, multiple=multiple, **kwargs)
-    elif not hasattr(data, "dask"):
-        data = np.asarray(data)
-        thresholds = _scene_thresholds(_scene_partials(data, window=window, nodata=kwargs["nodata"]))
-        layers = _block(data, borders=(True,) * 4, origin=(0, 0), halo=0, scene_thresholds=thresholds, **kwargs)
-    else:
-        layers = _scene_dask(data, kwargs)
-    return to_dataset(layers, s2, params["method"], {k: v for k, v in params.items() if k != "method"})
+    return bands.data, nodata_of(bands)
 
 
-def _scene_dask(data: Any, kwargs: dict[str, Any]) -> Any:
-    """Scene statistics on Dask in two passes: per-window partials → thresholds now, then the lazy masks.
+def _scene_statistics(slices: list[xr.DataArray], params: dict[str, Any]) -> list[np.ndarray | None]:
+    """Whole-array shadow thresholds (T3, T4) of each slice (date), None in window mode or without shadows.
 
-    The first pass is a reduction computed here: it streams the chunks into small per-window partials and drops
-    them, so nothing holds the input whatever its graph (in one lazy graph whose masks wait for the whole-array
-    thresholds, only Dask's own key duplication keeps the input chunks from waiting in memory until the last one
-    is read). The masks are then built with the thresholds as numbers: one more lazy pass, each block with a halo
-    of :data:`HALO` pixels. The input is read twice.
+    On Dask the per-window partials of every slice are computed here in one ``dask.compute``: one streaming pass
+    over all dates (only the small partials stay in memory), not one pass per date. The masks are then built
+    with the thresholds as numbers, a second lazy pass: the input is read twice.
     """
-    import dask.array as da
+    if not (params["shadows"] and params["shadow_stats"] == "scene"):
+        return [None] * len(slices)
+    import dask
 
-    window = kwargs["window"]
-    yx = [aligned_chunks(n, c[0], window, HALO) for n, c in zip(data.shape[1:], data.chunks[1:], strict=True)]
-    data = data.rechunk(((data.shape[0],), *yx))
-    partials = da.map_blocks(
-        _scene_partials,
-        data,
-        chunks=((5,), *(tuple(-(-c // window) for c in chunks) for chunks in yx)),
-        dtype=np.float64,
-        window=window,
-        nodata=kwargs["nodata"],
-    )
+    window, partials = params["window"], []
+    for a in slices:
+        data, nodata = _inputs(a, params)
+        if hasattr(data, "dask"):
+            # Chunks on the window grid (as the masks' blocks), so every window lies in one chunk.
+            data = align(data, window, HALO)
+            chunks = ((5,), *(tuple(-(-c // window) for c in cs) for cs in data.chunks[1:]))
+            partials.append(
+                data.map_blocks(_scene_partials, chunks=chunks, dtype=np.float64, window=window, nodata=nodata)
+            )
+        else:
+            partials.append(_scene_partials(np.asarray(data), window=window, nodata=nodata))
     # Partials per window, reduced in one fixed order: the thresholds do not depend on the chunks.
-    thresholds = _scene_thresholds(np.asarray(partials.compute()))
-    return map_blocks_with_halo(_block, data, HALO, 4, multiple=window, scene_thresholds=thresholds, **kwargs)
+    return [_scene_thresholds(np.asarray(p)) for p in dask.compute(*partials)]
+
+
+def _detect_one(s2: xr.DataArray, params: dict[str, Any], thresholds: np.ndarray | None) -> xr.Dataset:
+    """The masks of one (band, y, x) slice; ``thresholds``: its scene T3, T4, or None for window statistics.
+
+    Two stages, both in strips of :data:`STRIP` rows: the per-pixel score and shadow candidates of each block
+    (window mode: chunks on the window grid), then the filters on those with a halo of :data:`HALO` pixels.
+    """
+    data, nodata = _inputs(s2, params)
+    window, shadows = params["window"], params["shadows"]
+    multiple = window if shadows and thresholds is None else 1
+    if hasattr(data, "dask"):
+        data = align(data, multiple, HALO)
+    pixels = map_blocks_with_halo(
+        _pixels,
+        data,
+        0,
+        2,
+        rows=-(-STRIP // multiple) * multiple,
+        nodata=nodata,
+        scene_thresholds=thresholds,
+        **{k: params[k] for k in ("b01_b10", "moisture_check", "shadows", "window")},
+    )
+    layers = map_blocks_with_halo(_block, pixels, HALO, 4, rows=STRIP, threshold=params["threshold"], shadows=shadows)
+    return to_dataset(layers, s2, params["method"], {k: v for k, v in params.items() if k != "method"})
 
 
 def detect(
@@ -283,8 +310,8 @@ def detect(
         thresholds). See the module docstring.
     window : int
         Window size in pixels for ``shadow_stats="window"`` (and the unit of the partial sums in ``"scene"``).
-        Dask chunks are aligned to multiples of it and, in window mode, each block is read with a halo of one
-        window, so keep it well below the chunk size (256 with chunks of 1024–2048 px).
+        Dask chunks are aligned to multiples of it, so keep it well below the chunk size (256 with chunks of
+        1024–2048 px).
     moisture_check : bool
         Add the NDMI test (off in the references).
 
@@ -322,4 +349,8 @@ def detect(
         raise ValueError(f"threshold: expected a cloud score in [0, 1], found {threshold}")
     if len(params["b01_b10"]) != 2 or params["b01_b10"][0] == params["b01_b10"][1]:
         raise ValueError(f"b01_b10: expected two different reflectances (lo, hi), found {b01_b10}")
-    return per_leading(lambda a: _detect_one(a, params), as_s2(s2))
+    return per_leading(
+        lambda a, thresholds: _detect_one(a, params, thresholds),
+        as_s2(s2),
+        batch=lambda slices: _scene_statistics(slices, params),
+    )

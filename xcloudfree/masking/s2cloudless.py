@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from .blocks import (
     Borders,
-    aligned_chunks,
+    align,
     as_s2,
     crop,
     map_blocks_with_halo,
@@ -149,8 +149,8 @@ def _probability_array(dn: Any, nodata: float | None, factor: int) -> Any:
         coarse = _predict(_block_mean(np.asarray(dn), factor=factor, nodata=nodata), None)
         fine = _upsample(coarse, borders=(True,) * 4, origin=(0, 0), halo=0, factor=factor, shape=shape)
         return np.where(valid_pixels(np.asarray(dn), nodata), fine, np.float32(np.nan))
-    yx = [aligned_chunks(n, c[0], factor, factor) for n, c in zip(shape, dn.chunks[1:], strict=True)]
-    dn = dn.rechunk(((dn.shape[0],), *yx))
+    dn = align(dn, factor, factor)
+    yx = dn.chunks[1:]
     coarse_chunks = tuple(tuple(-(-c // factor) for c in chunks) for chunks in yx)
     means = dn.map_blocks(
         _block_mean, factor=factor, nodata=nodata, chunks=((dn.shape[0],), *coarse_chunks), dtype=np.float64
