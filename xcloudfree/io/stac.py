@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import xarray as xr
 
-from ..sensors import S1_POLARIZATIONS, S2_BAND_NAMES, S2_L2A_BAND_NAMES, processing_offset
+from ..sensors import S1_POLARIZATIONS, S2_BAND_NAMES, S2_L2A_BAND_NAMES, linear_to_db, processing_offset
 
 __all__ = [
     "AssetReadError",
@@ -889,8 +889,7 @@ def _load_s1(
         layers.append(da.where(valid).drop_attrs())
     stack = xr.concat(layers, dim="polarization").assign_coords(polarization=np.asarray(S1_POLARIZATIONS, dtype=str))
     linear = xr.DataArray([u == "linear" for u in group_units], dims="time")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        db = xr.where(linear, 10.0 * np.log10(stack.where(stack > 0)), stack).astype("float32")
+    db = xr.where(linear, linear_to_db(stack.where(stack > 0)), stack).astype("float32")
     db = db.transpose("time", "polarization", "y", "x")
 
     index, lag = match_s1(s2_times, raw["time"].values, window)

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ..checks import check_int, check_number, describe
+from ..io.jsonfile import to_json
 from . import acgan, cyclecr
 from .acgan import ACGANGenerator
 from .carf import CARF
@@ -253,7 +254,7 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
         "metadata": metadata or {},
     }
     try:
-        text = json.dumps(header)
+        text = to_json(header)
     except TypeError as err:
         raise ValueError(f"metadata: expected JSON-serialisable values, found {err}") from None
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
