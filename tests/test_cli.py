@@ -30,6 +30,16 @@ def test_imports_are_light(module):
     assert out.strip() == "[]"
 
 
+def test_models_and_io_helpers_do_not_load_rasterio():
+    # Loading a checkpoint or writing a report reads no raster: xcloudfree.io's names load their module on first use.
+    code = (
+        "import sys; import xcloudfree.models, xcloudfree.io.jsonfile; from xcloudfree.io import SEN12MSCR; "
+        "print([m for m in ('rioxarray', 'rasterio') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_info_on_real_files(sen12mscr_root):
     s2 = sen12mscr_root / "ROIs1970_fall_s2/s2_139/ROIs1970_fall_s2_139_p839.tif"
     result = runner.invoke(app, ["info", str(s2)])

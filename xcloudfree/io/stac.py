@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import rioxarray  # noqa: F401  (registers .rio: the loaded cube carries its CRS and transform)
 import xarray as xr
 
 from ..sensors import S1_POLARIZATIONS, S2_BAND_NAMES, S2_L2A_BAND_NAMES, linear_to_db, processing_offset
