@@ -2,9 +2,11 @@
 
     python bench/bench_inference.py overhead        # (a) engine vs plain torch over the same tiles, and (b) MONAI
     python bench/bench_inference.py rss --size 4096 # (c) peak RSS, Zarr → Zarr (--to cog: COG), one size per process
+                                                    #     (--raw: without the mask and the composite)
     python bench/bench_inference.py sweep           # (c) at 2048, 4096 and 10980, with the ratios and the figures
                                                     #     of the previous engine (BEFORE)
-    python bench/bench_inference.py gpu             # (d) full 10980² with dsen2cr F=256 B=16 on CUDA
+    python bench/bench_inference.py gpu             # (d) full 10980² with dsen2cr F=256 B=16, bf16, on CUDA:
+                                                    #     copies overlapped with compute vs not, TFLOP/s
 
 (a) 2048² synthetic scene as Dask, tile 256, overlap 32, dsen2cr F=32 B=4, batch 8; the plain loop runs the same
 tiles of the same padded input at the same batch size with no blending. (b) needs ``pip install monai`` (bench only).
@@ -13,6 +15,7 @@ tiles of the same padded input at the same batch size with no blending. (b) need
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -156,7 +159,7 @@ class PeakRSS:
         self._thread.join()
 
 
-def rss(size: int, to: str = "zarr", tile: int = 256, overlap: int = 32) -> dict:
+def rss(size: int, to: str = "zarr", tile: int = 256, overlap: int = 32, raw: bool = False) -> dict:
     """(c) Zarr → Zarr (or COG) on CPU with the small model; peak RSS of this process, which only runs the inference.
 
     The input (13 + 2 bands, Zarr chunks of 2048², read in chunks of 1024²) is written by another process. For a
@@ -186,7 +189,9 @@ def rss(size: int, to: str = "zarr", tile: int = 256, overlap: int = 32) -> dict
         start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start, start_cpu = time.perf_counter(), _cpu_seconds()
         lazy = xcf.scene.xr.open_zarr(src, chunks={"x": 1024, "y": 1024})
-        out = predict(lazy, model, tile=tile, overlap=overlap, device="cpu")
+        with PeakRSS() as graph_peak:  # the graph, and the mask's scene statistics (a first pass over the input)
+            out = predict(lazy, model, tile=tile, overlap=overlap, device="cpu", keep_clear=not raw)
+        stages["graph_and_statistics_peak_rss_mb"] = round(graph_peak.peak)
         if to == "cog":
             rasterio.shutil.copy = timed_copy  # to tell the two stages apart
             try:
@@ -200,6 +205,7 @@ def rss(size: int, to: str = "zarr", tile: int = 256, overlap: int = 32) -> dict
     return {
         "size": size,
         "to": to,
+        "keep_clear": not raw,
         "seconds": round(seconds, 1),
         "cpu_s": round(cpu, 1),
         "peak_rss_mb": round(peak),
@@ -245,42 +251,146 @@ def sweep(sizes: tuple[int, ...] = (2048, 4096, 10980), to: str = "zarr") -> dic
     return result
 
 
-def gpu(size: int = 10980, tile: int = 512, batch: int = 16) -> dict:
-    """(d) The full scene on CUDA (bf16 autocast): wall time of the compute and achieved TFLOP/s of the tiles."""
+def _tiled_scene(size: int, base: int = 2048):
+    """A ``size``² Dask scene (s2 DN, s1 dB) tiled from one ``base``² synthetic scene, in ``base`` chunks."""
+    import dask.array as da
+    import xarray as xr
+
+    scene = xcf.datasets.synthetic_scene(base, seed=0)
+    reps = -(-size // base)
+
+    def tiled(name: str):
+        block = da.from_array(scene[name].values, chunks=(-1, base, base))
+        return da.block([[block] * reps] * reps)[:, :size, :size]
+
+    return xcf.make_scene(
+        s2=xr.DataArray(tiled("s2"), dims=("band", "y", "x"), coords={"band": list(scene["band"].values)}),
+        s1=xr.DataArray(tiled("s1"), dims=("polarization", "y", "x"), coords={"polarization": ["VV", "VH"]}),
+        validate=False,
+    )
+
+
+def _matmul_tflops(n: int = 8192, repeat: int = 10) -> float:
+    """Measured bf16 matrix-product rate of this GPU (the peak the network's rate is compared with)."""
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * repeat / (time.perf_counter() - start) / 1e12
+
+
+def _resident_rate(model: torch.nn.Module, tile: int, batch: int, repeat: int = 6) -> float:
+    """Tiles per second of bf16 forwards on data already on the GPU (no copies, no host work): the ceiling."""
+    from xcloudfree.inference.runtime import autocast
+
+    x = torch.randn(batch, model.spec.in_channels, tile, tile, device="cuda").contiguous(
+        memory_format=torch.channels_last
+    )
+    with torch.inference_mode(), autocast("cuda", torch.bfloat16):
+        for _ in range(2):
+            model(x)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeat):
+            model(x)
+        torch.cuda.synchronize()
+    return batch * repeat / (time.perf_counter() - start)
+
+
+def gpu(
+    size: int = 10980,
+    tile: int = 512,
+    batch: int = 16,
+    configs: tuple[tuple[int, int], ...] = ((2, 4096), (1, 4096), (2, 2048)),
+) -> dict:
+    """(d) The full scene on CUDA, dsen2cr F=256 B=16, bf16 autocast: seconds and TFLOP/s, copies overlapped or not.
+
+    The raw network output (``keep_clear=False``: the mask is CPU work, benchmarked in bench_masking.py), summed
+    block by block as it completes. TFLOP/s counts the tiles the engine really runs (border tiles run once per
+    block they reach) at the FLOPs torch's counter gives one tile. ``configs``: (batches in flight, least block
+    side on CUDA) per run; in flight 1 is no overlap of copies and compute.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from xcloudfree.inference import engine
+    from xcloudfree.inference.runtime import _Runner, get_runner, resolve_model
+
     if not torch.cuda.is_available():
         return {"gpu": "skipped: no CUDA device"}
     torch.manual_seed(0)
-    model = xcf.models.create("dsen2cr")  # F=256, B=16
-    scene = xcf.datasets.synthetic_scene(2048, seed=0)
-    import dask.array as da
+    model = xcf.models.create("dsen2cr").eval()  # F=256, B=16
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.zeros(1, model.spec.in_channels, tile, tile))
+    tile_flops = counter.get_total_flops()
+    default_block = engine._CUDA_BLOCK
+    peak = _matmul_tflops()
+    result: dict = {"device": torch.cuda.get_device_name(), "tile": tile, "batch": batch, "size": size}
+    result["matmul_bf16_tflops"] = round(peak, 1)
+    result["mflop_per_px"] = round(tile_flops / tile**2 / 1e6, 2)
 
-    reps = -(-size // 2048)
-    s2 = da.block([[da.from_array(scene["s2"].values, chunks=(-1, 2048, 2048))] * reps] * reps)[:, :size, :size]
-    s1 = da.block([[da.from_array(scene["s1"].values, chunks=(-1, 2048, 2048))] * reps] * reps)[:, :size, :size]
-    big = xcf.make_scene(
-        s2=xcf.scene.xr.DataArray(s2, dims=("band", "y", "x"), coords={"band": list(scene["band"].values)}),
-        s1=xcf.scene.xr.DataArray(s1, dims=("polarization", "y", "x"), coords={"polarization": ["VV", "VH"]}),
-        validate=False,
-    )
-    predict(big.isel(x=slice(0, 2 * tile), y=slice(0, 2 * tile)), model, tile=tile, device="cuda")  # warm-up
-    out = predict(big, model, tile=tile, batch_size=batch, device="cuda")
-    torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    out["s2_cloudfree"].data.sum().compute()
-    seconds = time.perf_counter() - start
-    overlap = out["s2_cloudfree"].attrs["overlap"]
-    grid = TileGrid(size, size, tile, overlap, min(model.spec.halo, overlap // 2))
-    macs_per_px = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-    flops = 2 * macs_per_px * grid.shape[0] * grid.shape[1] * tile * tile
-    return {
-        "tile": tile,
-        "batch": batch,
-        "seconds": round(seconds, 1),
-        "tflops": round(flops / seconds / 1e12, 1),
-        "tiles": grid.shape,
-        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
-        "device": torch.cuda.get_device_name(),
-    }
+    resident_model = copy.deepcopy(model).cuda().to(memory_format=torch.channels_last)
+    for bench_cudnn in (False, True):
+        torch.backends.cudnn.benchmark = bench_cudnn
+        rate = _resident_rate(resident_model, tile, batch)
+        key = "resident" + ("_cudnn_benchmark" if bench_cudnn else "")
+        result[key] = {"mpx_s": round(rate * tile**2 / 1e6, 2), "tflops": round(rate * tile_flops / 1e12, 1)}
+    torch.backends.cudnn.benchmark = False
+    del resident_model
+    torch.cuda.empty_cache()
+
+    scene = _tiled_scene(size)
+    ref, _ = resolve_model(model, device="cuda", precision="auto")
+    runner = get_runner(ref)
+    # Per run: tiles the engine ran, and when the GPU was held (a stream of batches) and idle.
+    log: dict = {"tiles": 0, "held": []}
+    plain_map = _Runner.map
+
+    def logging_map(self, batches):
+        start = None
+        for y in plain_map(self, batches):
+            start = start or time.perf_counter()
+            log["tiles"] += len(y)
+            yield y
+        log["held"].append((start, time.perf_counter()))
+
+    _Runner.map = logging_map
+    try:
+        warm = scene.isel(x=slice(0, 2 * tile), y=slice(0, 2 * tile))
+        predict(warm, model, tile=tile, batch_size=batch, device="cuda", keep_clear=False)["s2_cloudfree"].load()
+        for in_flight, block in configs:
+            runner.in_flight, engine._CUDA_BLOCK = in_flight, block
+            out = predict(scene, model, tile=tile, batch_size=batch, device="cuda", keep_clear=False)
+            log.update(tiles=0, held=[])
+            torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            total = float(out["s2_cloudfree"].data.sum(dtype="float64").compute())
+            seconds = time.perf_counter() - start
+            tflops = log["tiles"] * tile_flops / seconds / 1e12
+            held = sorted(log["held"])
+            result[f"in_flight{in_flight}_block{block}"] = {
+                "seconds": round(seconds, 1),
+                "tiles_run": log["tiles"],
+                "mpx_s_scene": round(size * size / seconds / 1e6, 2),
+                "tflops": round(tflops, 1),
+                "of_matmul_peak": round(tflops / peak, 3),
+                "first_output_s": round(held[0][0] - start, 1),
+                "after_last_stream_s": round(start + seconds - held[-1][1], 1),
+                "streams": len(held),
+                "gpu_held_s": round(sum(b - a for a, b in held), 1),
+                "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+                "checksum": total,
+            }
+    finally:
+        _Runner.map = plain_map
+        runner.in_flight, engine._CUDA_BLOCK = 2, default_block
+    grid = TileGrid(size, size, tile, out["s2_cloudfree"].attrs["overlap"], out["s2_cloudfree"].attrs["margin"])
+    result["grid_tiles"] = int(np.prod(grid.shape))
+    return result
 
 
 def main() -> None:
@@ -290,6 +400,7 @@ def main() -> None:
     parser.add_argument("--to", choices=["zarr", "cog"], default="zarr")
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--raw", action="store_true", help="rss: the network output alone (no mask, no composite)")
     args = parser.parse_args()
     if args.what == "overhead":
         result = overhead()
@@ -298,7 +409,7 @@ def main() -> None:
     elif args.what == "sweep":
         result = sweep((args.size,) if args.size else (2048, 4096, 10980), to=args.to)
     else:
-        result = rss(args.size or 4096, to=args.to)
+        result = rss(args.size or 4096, to=args.to, raw=args.raw)
     print(json.dumps(result, indent=1))
 
 

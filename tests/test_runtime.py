@@ -1,13 +1,16 @@
 """One device and precision rule for inference and training (xcloudfree.inference.runtime), checked on the CPU.
 
-CUDA is simulated with monkeypatched ``torch.cuda`` queries where a test needs it: nothing here touches a GPU. The
+CUDA is simulated with monkeypatched ``torch.cuda`` queries where a test needs it; the batch pipeline's CUDA path
+(pinned double buffers, upload and download streams) runs where a GPU is present and its CPU path everywhere. The
 trainer's side is in test_training.py.
 """
 
+import numpy as np
 import pytest
 import torch
 
-from xcloudfree.inference.runtime import amp_dtype, autocast, resolve_device
+import xcloudfree as xcf
+from xcloudfree.inference.runtime import amp_dtype, autocast, get_runner, resolve_device, resolve_model
 
 
 @pytest.fixture
@@ -59,3 +62,66 @@ def test_autocast_is_a_no_op_in_float32():
         assert layer(torch.ones(1, 4)).dtype == torch.float32
     with autocast("cpu", torch.bfloat16):
         assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
+
+
+def _batches(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(n, 15, 32, 32)).astype(np.float32) for n in sizes]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_runner_map_streams_batches_in_order(device):
+    if device == "cuda" and not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device: expected an available device, found 'cuda'"):
+            resolve_model(xcf.models.create("dsen2cr", features=4, blocks=1), device=device)
+        return
+    torch.manual_seed(0)
+    net = xcf.models.create("dsen2cr", features=8, blocks=2)
+    ref, _ = resolve_model(net, device=device, precision="float32")
+    runner = get_runner(ref)
+    batches = _batches([4, 4, 3, 1, 4])  # a short batch between full ones reuses the pinned buffers' front
+    with torch.inference_mode():
+        expected = [runner.module(torch.from_numpy(b).to(device)).float().cpu().numpy() for b in batches]
+    streamed = list(runner.map(iter(batches)))
+    assert [y.shape for y in streamed] == [(len(b), 13, 32, 32) for b in batches]
+    for got, want in zip(streamed, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # each output is the caller's own: a later batch does not overwrite an earlier one's memory
+    assert not any(np.shares_memory(a, b) for a, b in zip(streamed, streamed[1:], strict=False))
+    # no overlap (one batch in flight) gives the same bits as the pipeline
+    runner.in_flight = 1
+    try:
+        serial = list(runner.map(batches))
+    finally:
+        del runner.in_flight
+    for a, b in zip(serial, streamed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # a stream abandoned half-way hands the device back to the next one
+    partial = runner.map(iter(batches))
+    next(partial)
+    partial.close()
+    assert runner.lock.acquire(timeout=5)
+    runner.lock.release()
+    np.testing.assert_array_equal(next(runner.map(batches[:1])), streamed[0])
+
+
+def test_prefetched_keeps_order_raises_in_order_and_stops_when_abandoned():
+    import threading
+
+    from xcloudfree.inference.runtime import _prefetched
+
+    before = threading.active_count()
+    assert list(_prefetched(iter(range(50)), 2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise KeyError("batch 2")
+
+    stream = _prefetched(failing(), 2)
+    assert next(stream) == 1
+    with pytest.raises(KeyError, match="batch 2"):
+        next(stream)
+    endless = _prefetched(iter(range(10**9)), 2)
+    assert next(endless) == 0
+    endless.close()  # the helper thread stops instead of making the rest
+    assert threading.active_count() == before

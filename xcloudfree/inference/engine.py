@@ -29,6 +29,9 @@ from .tiling import TileGrid, accumulate_tiles, reflect_index
 
 __all__ = ["predict"]
 
+#: Least output block side (px) on CUDA (see _tiled).
+_CUDA_BLOCK = 4096
+
 
 class _Source:
     """Windows ``(C, y, x)`` of a lazy array, each computed inside the task that asks for it (or sliced from NumPy).
@@ -134,21 +137,18 @@ def _block_task(
     np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     acc = np.zeros((out_channels, y1 - y0, x1 - x0), np.float64)
     wsum = np.zeros((y1 - y0, x1 - x0), np.float64)
-    tile = weights.shape[0]
-    for tiles in parts:
-        # The part's tiles over their own extent, then only the block's pixels of it are kept.
-        py0, px0 = min(t[0] for t in tiles), min(t[1] for t in tiles)
-        py1, px1 = max(t[0] for t in tiles) + tile, max(t[1] for t in tiles) + tile
-        part_acc, part_w = accumulate_tiles(
-            x[:, py0 - oy : py1 - oy, px0 - ox : px1 - ox],
-            (py0, px0),
-            tiles,
-            runner,
-            tile=tile,
-            weights=weights,
-            batch_size=batch_size,
-            out_channels=out_channels,
-        )
+    for (py0, px0), part_acc, part_w in accumulate_tiles(
+        x,
+        origin,
+        parts,
+        runner.map,
+        tile=weights.shape[0],
+        weights=weights,
+        batch_size=batch_size,
+        out_channels=out_channels,
+    ):
+        # Only the block's pixels of the part's extent are kept.
+        py1, px1 = py0 + part_w.shape[0], px0 + part_w.shape[1]
         ya, yb, xa, xb = max(y0, py0), min(y1, py1), max(x0, px0), min(x1, px1)
         here = (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
         inside = (slice(ya - py0, yb - py0), slice(xa - px0, xb - px0))
@@ -316,8 +316,12 @@ def _tiled(
     """
     chunks_of = xin.chunks[1:] if xin.chunks is not None else (None, None)
     target = 2048 if ref.device.startswith("cuda") else 512
-    # Blocks of about 4 kept tile widths: a tile runs at most about 1.25 times per axis (see _blocks).
+    # Blocks of about 4 kept tile widths: a tile runs at most about 1.25 times per axis (see _blocks). On a GPU
+    # the tiles, not the host's memory, are the cost, so blocks of at least 4096 px (≈ 1.1 tile runs per axis at
+    # tile 512), whose many batches also keep the device's pipeline full (runtime._Runner.map).
     block = 4 * (grid.tile - 2 * grid.margin)
+    if ref.device.startswith("cuda"):
+        block = max(block, _CUDA_BLOCK)
     sizes = (grid.height, grid.width)
     chunks = tuple(_processing_chunks(n, c, grid.stride, target) for n, c in zip(sizes, chunks_of, strict=True))
     blocks = tuple(_blocks(n, c, block) for n, c in zip(sizes, chunks_of, strict=True))

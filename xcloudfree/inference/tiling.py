@@ -10,7 +10,7 @@ tile pixels that saw all their context, so a fully convolutional model reproduce
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -114,40 +114,67 @@ def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
 def accumulate_tiles(
     window: np.ndarray,
     origin: tuple[int, int],
-    tiles: Iterable[tuple[int, int]],
-    forward: Callable[[np.ndarray], np.ndarray],
+    parts: Sequence[Sequence[tuple[int, int]]],
+    forward: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]],
     *,
     tile: int,
     weights: np.ndarray,
     batch_size: int,
     out_channels: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``forward`` over tiles cut from ``window`` and accumulate weighted outputs.
+) -> Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray]]:
+    """Run ``forward`` over tiles cut from ``window`` and accumulate their weighted outputs, part by part.
+
+    Every part's batches go through one ``forward`` stream, so a pipelined device never drains between parts; a
+    batch never mixes parts, so each part's sums do not depend on the others.
 
     Parameters
     ----------
     window : (C, h, w) model input covering every tile, NaN-free
     origin : scene coordinate (y, x) of ``window[:, 0, 0]``
-    tiles : scene coordinates (y, x) of each tile's first pixel
-    forward : (N, C, tile, tile) float32 → (N, out_channels, tile, tile)
+    parts : groups of tile starts (y, x) in scene coordinates, each summed on its own
+    forward : maps batches (N, C, tile, tile) float32 to outputs (N, out_channels, tile, tile), in order
     weights : (tile, tile) blend window
 
-    Returns
-    -------
-    ``(weighted sum (out_channels, h, w), weight sum (h, w))``, float32 (a pixel sums at most four tiles).
+    Yields
+    ------
+    Per part, in order: ``(scene (y, x) of the part's first pixel, weighted sum (out_channels, h, w), weight sum
+    (h, w))`` over the part's extent, float32 (a pixel sums at most four tiles).
+
+    Examples
+    --------
+    >>> win = np.ones((1, 8, 12), np.float32)
+    >>> [(o, a.shape) for o, a, _ in accumulate_tiles(win, (0, 0), [[(0, 0), (0, 4)], [(4, 4)]],
+    ...     lambda bs: (b * 2 for b in bs), tile=4, weights=np.ones((4, 4)), batch_size=8, out_channels=1)]
+    [((0, 0), (1, 4, 8)), ((4, 4), (1, 4, 4))]
     """
-    _, h, w = window.shape
-    acc = np.zeros((out_channels, h, w), np.float32)
-    wsum = np.zeros((h, w), np.float32)
     weights = weights.astype(np.float32)
-    tiles = list(tiles)
-    for start in range(0, len(tiles), batch_size):
-        batch = tiles[start : start + batch_size]
-        offsets = [(ty - origin[0], tx - origin[1]) for ty, tx in batch]
-        x = np.stack([window[:, oy : oy + tile, ox : ox + tile] for oy, ox in offsets])
-        y = forward(np.ascontiguousarray(x, dtype=np.float32))
-        for (oy, ox), pred in zip(offsets, y, strict=True):
-            pred *= weights  # in place: the batch output is ours
-            acc[:, oy : oy + tile, ox : ox + tile] += pred
-            wsum[oy : oy + tile, ox : ox + tile] += weights
-    return acc, wsum
+    parts = [list(p) for p in parts]
+
+    def offsets(tiles: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return [(ty - origin[0], tx - origin[1]) for ty, tx in tiles]
+
+    def batches() -> Iterator[np.ndarray]:
+        for tiles in parts:
+            for start in range(0, len(tiles), batch_size):
+                batch = offsets(tiles[start : start + batch_size])
+                yield np.ascontiguousarray(
+                    np.stack([window[:, oy : oy + tile, ox : ox + tile] for oy, ox in batch]), dtype=np.float32
+                )
+
+    outputs = forward(batches())
+    for tiles in parts:
+        py0, px0 = min(t[0] for t in tiles), min(t[1] for t in tiles)
+        h, w = max(t[0] for t in tiles) + tile - py0, max(t[1] for t in tiles) + tile - px0
+        acc = np.zeros((out_channels, h, w), np.float32)
+        wsum = np.zeros((h, w), np.float32)
+        for start in range(0, len(tiles), batch_size):
+            y = next(outputs)
+            for (ty, tx), pred in zip(tiles[start : start + batch_size], y, strict=True):
+                oy, ox = ty - py0, tx - px0
+                pred *= weights  # in place: the batch output is ours
+                acc[:, oy : oy + tile, ox : ox + tile] += pred
+                wsum[oy : oy + tile, ox : ox + tile] += weights
+        yield (py0, px0), acc, wsum
+    # Run ``forward`` to its end: a device it holds is handed back now, not when the generator is collected.
+    if next(outputs, None) is not None:
+        raise ValueError("forward: expected one output per batch, found more")
