@@ -2,7 +2,8 @@
 
     python bench/bench_inference.py overhead        # (a) engine vs plain torch over the same tiles, and (b) MONAI
     python bench/bench_inference.py rss --size 4096 # (c) peak RSS, Zarr → Zarr (--to cog: COG), one size per process
-                                                    #     (--raw: without the mask and the composite)
+                                                    #     (--raw: without the mask and the composite;
+                                                    #     --glibc-default: glibc's dynamic mmap threshold)
     python bench/bench_inference.py sweep           # (c) at 2048, 4096 and 10980, with the ratios and the figures
                                                     #     of the previous engine (BEFORE)
     python bench/bench_inference.py gpu             # (d) full 10980² with dsen2cr F=256 B=16, bf16, on CUDA:
@@ -30,6 +31,7 @@ import xcloudfree as xcf
 from xcloudfree.inference import TileGrid, predict
 from xcloudfree.inference.inputs import model_input
 from xcloudfree.inference.tiling import reflect_index
+from xcloudfree.parallel import release_freed_memory
 
 
 def small_model(features: int = 32, blocks: int = 4) -> torch.nn.Module:
@@ -159,12 +161,15 @@ class PeakRSS:
         self._thread.join()
 
 
-def rss(size: int, to: str = "zarr", tile: int = 256, overlap: int = 32, raw: bool = False) -> dict:
+def rss(
+    size: int, to: str = "zarr", tile: int = 256, overlap: int = 32, raw: bool = False, glibc_default: bool = False
+) -> dict:
     """(c) Zarr → Zarr (or COG) on CPU with the small model; peak RSS of this process, which only runs the inference.
 
     The input (13 + 2 bands, Zarr chunks of 2048², read in chunks of 1024²) is written by another process. For a
     COG the two stages of :func:`xcloudfree.io.write_cog` are reported apart: the blocks streamed into the staging
-    GeoTIFF (the inference), then GDAL's copy into the COG layout with overviews.
+    GeoTIFF (the inference), then GDAL's copy into the COG layout with overviews. As the CLI, the process first
+    fixes glibc's mmap threshold (:func:`xcloudfree.parallel.release_freed_memory`) unless ``glibc_default``.
     """
     import multiprocessing
 
@@ -186,6 +191,8 @@ def rss(size: int, to: str = "zarr", tile: int = 256, overlap: int = 32, raw: bo
         maker.start()
         maker.join()
         model = small_model(features=8, blocks=1)  # memory, not compute, is measured here
+        if not glibc_default:
+            release_freed_memory()
         start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start, start_cpu = time.perf_counter(), _cpu_seconds()
         lazy = xcf.scene.xr.open_zarr(src, chunks={"x": 1024, "y": 1024})
@@ -206,6 +213,7 @@ def rss(size: int, to: str = "zarr", tile: int = 256, overlap: int = 32, raw: bo
         "size": size,
         "to": to,
         "keep_clear": not raw,
+        "glibc_mmap_threshold": "dynamic (default)" if glibc_default else "1 MiB",
         "seconds": round(seconds, 1),
         "cpu_s": round(cpu, 1),
         "peak_rss_mb": round(peak),
@@ -401,6 +409,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--raw", action="store_true", help="rss: the network output alone (no mask, no composite)")
+    parser.add_argument("--glibc-default", action="store_true", help="rss: leave glibc's mmap threshold dynamic")
     args = parser.parse_args()
     if args.what == "overhead":
         result = overhead()
@@ -409,7 +418,7 @@ def main() -> None:
     elif args.what == "sweep":
         result = sweep((args.size,) if args.size else (2048, 4096, 10980), to=args.to)
     else:
-        result = rss(args.size or 4096, to=args.to, raw=args.raw)
+        result = rss(args.size or 4096, to=args.to, raw=args.raw, glibc_default=args.glibc_default)
     print(json.dumps(result, indent=1))
 
 

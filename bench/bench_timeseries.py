@@ -176,21 +176,26 @@ def memory(size: int, dates: int, chunk: int, method: str, mask: str) -> None:
 
     import dask
     import dask.array as da
-    from bench_masking import _cpu_s, _peak_rss_gb
+    from bench_masking import _cpu_s
 
     ts = lazy_series(dates, size, chunk)
     if mask == "given":
         rng = da.random.default_rng(0)
         cloudy = xr.DataArray(rng.random((dates, size, size), chunks=(1, chunk, chunk)) < 0.4, dims=("time", "y", "x"))
-    start, cpu = time.perf_counter(), _cpu_s()  # a mask method: fill() computes every date's scene statistics
-    out = xcf.timeseries.fill(ts, method, mask=cloudy if mask == "given" else mask)
-    built = time.perf_counter() - start
-    total, counts = dask.compute(out["s2_filled"].sum(), da.bincount(out["fill_source"].data.ravel(), minlength=4))
+    from bench_inference import PeakRSS
+
+    start, cpu = time.perf_counter(), _cpu_s()  # a mask method: fill() computes every date's masks
+    with PeakRSS() as building:
+        out = xcf.timeseries.fill(ts, method, mask=cloudy if mask == "given" else mask)
+    built, built_cpu = time.perf_counter() - start, _cpu_s() - cpu
+    with PeakRSS() as filling:
+        total, counts = dask.compute(out["s2_filled"].sum(), da.bincount(out["fill_source"].data.ravel(), minlength=4))
     wall, cpu = time.perf_counter() - start, _cpu_s() - cpu
     print(
         f"{method} mask={mask} {dates} dates {size}² (input {ts.s2.nbytes / 2**30:.2f} GiB uint16, chunks "
-        f"{chunk}²): wall {wall:.1f} s (building {built:.1f} s), CPU {cpu:.1f} s, peak RSS {_peak_rss_gb():.2f} GB, "
-        f"sources {counts.tolist()}, load {os.getloadavg()[0]:.1f}",
+        f"{chunk}²): wall {wall:.1f} s, CPU {cpu:.1f} s; building (masks) {built:.1f} s, CPU {built_cpu:.1f} s, "
+        f"peak RSS {building.peak / 1024:.2f} GB; the fill: CPU {cpu - built_cpu:.1f} s, peak RSS "
+        f"{filling.peak / 1024:.2f} GB; sources {counts.tolist()}, load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
 

@@ -90,10 +90,13 @@ def test_blocks_read_their_own_input_so_memory_is_flat(small_dsen2cr, scene):
     dependencies, dependents = get_deps(graph)
     blocks = [k for k in graph if str(k[0] if isinstance(k, tuple) else k).startswith("_block_task")]
     assert len(blocks) == 4 and all(not dependencies[k] for k in blocks)
-    # The observed bands of keep_clear are read per chunk on their own, apart from the mask's read of s2.
-    reads = [k for k in graph if str(k).startswith("_read")]
-    assert len(reads) == len(lazy.chunks["y"]) * len(lazy.chunks["x"])
-    assert all(not dependencies[k] and len(dependents[k]) == 1 for k in reads)
+    # keep_clear reads the observed bands inside each composite task, apart from the mask's read of s2: no input
+    # chunk waits in memory for the prediction.
+    composites = [k for k in graph if str(k[0]).startswith("_composite_window")]
+    assert len(composites) == len(lazy.chunks["y"]) * len(lazy.chunks["x"])
+    inputs = set(lazy["s2"].data.__dask_graph__())
+    assert inputs and not any(dependencies[k] & inputs for k in composites)
+    assert all(len(dependencies[k]) == 2 for k in composites)  # its prediction block and its weights
 
 
 def test_block_sizes_group_or_split_whole_input_chunks():

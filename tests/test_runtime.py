@@ -125,3 +125,11 @@ def test_prefetched_keeps_order_raises_in_order_and_stops_when_abandoned():
     assert next(endless) == 0
     endless.close()  # the helper thread stops instead of making the rest
     assert threading.active_count() == before
+
+
+def test_release_freed_memory_fixes_glibc_threshold_where_there_is_glibc():
+    import platform
+
+    from xcloudfree.parallel import release_freed_memory
+
+    assert release_freed_memory() is (platform.libc_ver()[0] == "glibc")

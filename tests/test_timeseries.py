@@ -223,6 +223,31 @@ def test_the_result_does_not_depend_on_the_chunks(series):
     assert np.array_equal(out["s2_filled"].values, ref["s2_filled"].values, equal_nan=True)
 
 
+def test_invalid_pixels_on_dask_are_found_as_on_numpy(series):
+    # NaN and nodata are known only once a date is read: each lazy task reads again until its dates are settled.
+    ts, cloudy = series
+    rng = np.random.default_rng(1)
+    s2 = ts["s2"].values.astype(np.float32)
+    holes = rng.random((s2.shape[0], *s2.shape[2:])) < 0.3
+    s2 = np.where(holes[:, None], np.nan, s2)
+    s2[:, 3][rng.random(holes.shape) < 0.1] = np.nan  # one band alone: the pixel is invalid
+    nan_series = ts.assign(s2=ts["s2"].copy(data=s2))
+    dn = ts["s2"].values.copy()
+    dn[:, :, :, 5:9] = 0  # a nodata strip on every date
+    nodata_series = ts.assign(s2=ts["s2"].copy(data=dn).rio.write_nodata(0, encoded=False))
+    for data in (nan_series, nodata_series):
+        for method in ("linear", "nearest", "least_cloudy", "mosaic"):
+            ref = fill(data, method, mask=cloudy, max_gap_days=30)
+            out = fill(data.chunk({"time": 1, "y": 16, "x": 24}), method, mask=cloudy, max_gap_days=30)
+            for name in ("s2_filled", "fill_source", "fill_gap_days"):
+                assert np.array_equal(out[name].values, ref[name].values, equal_nan=True), (method, name)
+    # NaN pixels under a clear mask are not observations: they are filled from other dates
+    nan_clear = np.isnan(s2).any(axis=1) & ~cloudy.values
+    source = fill(nan_series, "linear", mask=cloudy)["fill_source"].values
+    assert nan_clear.any() and not (source[nan_clear] == OBSERVED).any()
+    assert (source[nan_clear] == TEMPORAL).mean() > 0.9
+
+
 def test_building_the_fill_computes_only_the_masks(series, small_net):
     ts, cloudy = series
     calls = []

@@ -75,6 +75,9 @@ def main(
     ] = False,
 ) -> None:
     """Remove clouds from Sentinel-2 images with Sentinel-1 SAR."""
+    from .parallel import release_freed_memory
+
+    release_freed_memory()  # resident memory then follows the chunks in flight over a long job
 
 
 @app.command()

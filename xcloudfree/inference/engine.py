@@ -13,7 +13,6 @@ and each process loads it once (:mod:`xcloudfree.inference.runtime`, which also 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ..checks import check_int, check_positive_int
+from ..parallel import Windows
 from ..sensors import S2_BAND_NAMES, harmonize_s2
 from .inputs import denormalize_output, model_input, required_variables
 from .runtime import ModelRef, get_runner, resolve_model
@@ -33,33 +33,6 @@ __all__ = ["predict"]
 _CUDA_BLOCK = 4096
 
 
-class _Source:
-    """Windows ``(C, y, x)`` of a lazy array, each computed inside the task that asks for it (or sliced from NumPy).
-
-    The tasks of the output graph get this object, not the array's chunks: a chunk handed to two neighbouring
-    blocks would stay in memory from the first to the second, and in row order that is a whole row of chunks, so
-    memory would grow with the scene's width. Computed inside each task, a window is private and freed with it.
-
-    Parameters
-    ----------
-    make : ``make(ys, xs)`` → the lazy (or NumPy) window over rows ``ys`` and columns ``xs`` (slices, px);
-        a module-level function or a ``functools.partial`` of one, so that it pickles for a cluster
-    """
-
-    def __init__(self, make: Callable[[slice, slice], Any]) -> None:
-        self.make = make
-
-    def read(self, ys: slice, xs: slice) -> np.ndarray:
-        """The window over ``ys`` × ``xs`` as NumPy (for Dask, a synchronous compute in this thread)."""
-        window = self.make(ys, xs)
-        return np.asarray(window.compute(scheduler="sync") if hasattr(window, "dask") else window)
-
-    def __dask_tokenize__(self) -> Any:
-        from dask.base import tokenize
-
-        return "xcloudfree-source", tokenize(self.make)
-
-
 def _model_window(scene: xr.Dataset, spec: Any, cloud_map: xr.DataArray | None, ys: slice, xs: slice) -> Any:
     """The model input over a window: the scene is sliced first, so only the window's pixels are read and scaled.
 
@@ -69,36 +42,8 @@ def _model_window(scene: xr.Dataset, spec: Any, cloud_map: xr.DataArray | None, 
     return model_input(scene.isel(y=ys, x=xs), spec, cloud_map=cmap).data
 
 
-def _array_window(data: Any, ys: slice, xs: slice) -> Any:
-    return data[..., ys, xs]
-
-
-def private(data: Any) -> Any:
-    """The same Dask array (..., y, x), each chunk computed by its own task: no task hands its input chunks on.
-
-    For an input read again downstream (the observed bands of ``keep_clear``): the mask reads the same chunks
-    earlier, and a shared chunk would be held from the mask's turn to the composite's.
-    """
-    import dask
-    import dask.array as da
-
-    source = _Source(partial(_array_window, data))  # inside each task, as for the blocks (see _TileGraph.block)
-    ey, ex = ([int(v) for v in np.cumsum((0, *c))] for c in data.chunks[-2:])
-
-    def piece(i: int, j: int) -> Any:
-        task = dask.delayed(_read, pure=True)(source, slice(ey[i], ey[i + 1]), slice(ex[j], ex[j + 1]))
-        shape = (*data.shape[:-2], ey[i + 1] - ey[i], ex[j + 1] - ex[j])
-        return da.from_delayed(task, shape=shape, dtype=data.dtype, meta=data._meta)
-
-    return da.block([[piece(i, j) for j in range(len(ex) - 1)] for i in range(len(ey) - 1)]).rechunk(data.chunks)
-
-
-def _read(source: _Source, ys: slice, xs: slice) -> np.ndarray:
-    return source.read(ys, xs)
-
-
 def _block_task(
-    source: _Source,
+    source: Windows,
     ref: ModelRef,
     origin: tuple[int, int],
     rows: np.ndarray,
@@ -220,7 +165,7 @@ class _TileGraph:
 
     def __init__(
         self,
-        source: _Source,
+        source: Windows,
         ref: ModelRef,
         grid: TileGrid,
         chunks: tuple[tuple[int, ...], tuple[int, ...]],
@@ -326,7 +271,7 @@ def _tiled(
     chunks = tuple(_processing_chunks(n, c, grid.stride, target) for n, c in zip(sizes, chunks_of, strict=True))
     blocks = tuple(_blocks(n, c, block) for n, c in zip(sizes, chunks_of, strict=True))
     needed = [v for v in required_variables(spec) if v in scene]
-    source = _Source(partial(_model_window, scene[needed], spec, cloud_map))
+    source = Windows(partial(_model_window, scene[needed], spec, cloud_map))
     graph = _TileGraph(
         source, ref, grid, chunks, blocks, blend=blend, batch_size=batch_size, out_channels=spec.out_channels
     )
@@ -415,8 +360,6 @@ def predict(
         from .composite import composite
 
         observed = harmonize_s2(scene["s2"]).sel(band=list(spec.output_bands)).astype("float32")
-        if observed.chunks is not None:
-            observed = observed.copy(data=private(observed.data))  # the mask reads the same chunks, earlier
         pred = composite(observed, pred, mask_da, feather=feather)
     name = getattr(model, "architecture", None) or _model_name(ref, model)
     return _result(scene, spec, pred, mask_da, ref, grid, model_name=name, blend=blend)

@@ -15,9 +15,13 @@ with those numbers, so the input is read twice and peak memory stays that of the
 identical to ``"scene"`` on a single 256 patch, but local on larger arrays (on a real 512² mosaic its shadows
 differ from the whole-array rule's on 3.8 % of the pixels: ``docs/masking.md``).
 
-Each block runs in two stages: the per-pixel raw score and shadow candidates (each window whole inside its
-block), then the filters with a halo of :data:`HALO` pixels of those (8 bytes a pixel that neighbouring blocks
-hold for each other, not the 14 of the seven uint16 bands), both in strips of :data:`STRIP` rows.
+Each block runs in two stages, both in strips of :data:`STRIP` rows: the raw score and shadow candidates, then
+the filters with a halo of :data:`HALO` pixels of those. With scene thresholds (or no shadows) the first stage
+is per pixel, and on Dask a block's task reads its own chunk and takes only its neighbours' first stage on their
+:data:`HALO`-px edges, from a small task per chunk (``blocks.map_two_stages``: every
+chunk is read twice, and no block waits for a whole neighbouring one, so memory does not grow with the scene).
+In window mode each window lies whole inside its block, and neighbouring blocks hold their first stage (8 bytes
+a pixel, not the 14 of the seven uint16 bands) for each other's halo.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from .blocks import (
     box_sum,
     crop,
     map_blocks_with_halo,
+    map_two_stages,
     nodata_of,
     outside,
     per_leading,
@@ -258,25 +263,25 @@ def _scene_statistics(slices: list[xr.DataArray], params: dict[str, Any]) -> lis
 def _detect_one(s2: xr.DataArray, params: dict[str, Any], thresholds: np.ndarray | None) -> xr.Dataset:
     """The masks of one (band, y, x) slice; ``thresholds``: its scene T3, T4, or None for window statistics.
 
-    Two stages, both in strips of :data:`STRIP` rows: the per-pixel score and shadow candidates of each block
-    (window mode: chunks on the window grid), then the filters on those with a halo of :data:`HALO` pixels.
+    Two stages, both in strips of :data:`STRIP` rows: the score and shadow candidates of each block (window mode:
+    chunks on the window grid), then the filters on those with a halo of :data:`HALO` pixels (module docstring).
     """
     data, nodata = _inputs(s2, params)
     window, shadows = params["window"], params["shadows"]
     multiple = window if shadows and thresholds is None else 1
-    if hasattr(data, "dask"):
-        data = align(data, multiple, HALO)
-    pixels = map_blocks_with_halo(
-        _pixels,
-        data,
-        0,
-        2,
-        rows=-(-STRIP // multiple) * multiple,
-        nodata=nodata,
-        scene_thresholds=thresholds,
-        **{k: params[k] for k in ("b01_b10", "moisture_check", "shadows", "window")},
-    )
-    layers = map_blocks_with_halo(_block, pixels, HALO, 4, rows=STRIP, threshold=params["threshold"], shadows=shadows)
+    per_pixel = {"nodata": nodata, "scene_thresholds": thresholds}
+    per_pixel.update({k: params[k] for k in ("b01_b10", "moisture_check", "shadows", "window")})
+    filters = {"threshold": params["threshold"], "shadows": shadows}
+    if hasattr(data, "dask") and multiple == 1:
+        # A per-pixel first stage: each block runs both stages over its own window (no halo exchange).
+        layers = map_two_stages(
+            _pixels, _block, data, HALO, 4, rows=STRIP, first_kwargs=per_pixel, second_kwargs=filters
+        )
+    else:  # window statistics: the first stage needs whole windows, so blocks on the window grid
+        if hasattr(data, "dask"):
+            data = align(data, multiple, HALO)
+        pixels = map_blocks_with_halo(_pixels, data, 0, 2, rows=-(-STRIP // multiple) * multiple, **per_pixel)
+        layers = map_blocks_with_halo(_block, pixels, HALO, 4, rows=STRIP, **filters)
     return to_dataset(layers, s2, params["method"], {k: v for k, v in params.items() if k != "method"})
 
 
