@@ -116,23 +116,7 @@ def overhead(size: int = 2048, tile: int = 256, overlap: int = 32, batch: int = 
 
 def _make_input(size: int, path: str, chunk: int = 2048) -> None:
     """A size² scene Zarr whose chunks repeat one 2048² synthetic scene (written in its own process)."""
-    import dask.array as da
-
-    block = xcf.datasets.synthetic_scene(chunk, seed=0)
-    reps = -(-size // chunk)
-    arrays = {}
-    for name in ("s2", "s1"):
-        one = da.from_array(block[name].values, chunks=(-1, chunk, chunk))
-        arrays[name] = da.block([[one] * reps] * reps)[:, :size, :size]
-    x = 500000.0 + 10.0 * (np.arange(size) + 0.5)
-    y = 5100000.0 - 10.0 * (np.arange(size) + 0.5)
-    band = {"band": list(block["band"].values), "y": y, "x": x}
-    pol = {"polarization": ["VV", "VH"], "y": y, "x": x}
-    scene = xcf.make_scene(
-        s2=xcf.scene.xr.DataArray(arrays["s2"], dims=("band", "y", "x"), coords=band),
-        s1=xcf.scene.xr.DataArray(arrays["s1"], dims=("polarization", "y", "x"), coords=pol),
-    ).rio.write_crs("EPSG:32633")
-    xcf.io.write_zarr(scene, path)
+    xcf.io.write_zarr(_tiled_scene(size, chunk), path)
 
 
 class PeakRSS:
@@ -260,7 +244,7 @@ def sweep(sizes: tuple[int, ...] = (2048, 4096, 10980), to: str = "zarr") -> dic
 
 
 def _tiled_scene(size: int, base: int = 2048):
-    """A ``size``² Dask scene (s2 DN, s1 dB) tiled from one ``base``² synthetic scene, in ``base`` chunks."""
+    """A ``size``² Dask scene (s2 DN, s1 dB, UTM grid) tiled from one ``base``² synthetic scene, in ``base`` chunks."""
     import dask.array as da
     import xarray as xr
 
@@ -271,11 +255,11 @@ def _tiled_scene(size: int, base: int = 2048):
         block = da.from_array(scene[name].values, chunks=(-1, base, base))
         return da.block([[block] * reps] * reps)[:, :size, :size]
 
+    yx = {"y": 5100000.0 - 10.0 * (np.arange(size) + 0.5), "x": 500000.0 + 10.0 * (np.arange(size) + 0.5)}
     return xcf.make_scene(
-        s2=xr.DataArray(tiled("s2"), dims=("band", "y", "x"), coords={"band": list(scene["band"].values)}),
-        s1=xr.DataArray(tiled("s1"), dims=("polarization", "y", "x"), coords={"polarization": ["VV", "VH"]}),
-        validate=False,
-    )
+        s2=xr.DataArray(tiled("s2"), dims=("band", "y", "x"), coords={"band": list(scene["band"].values), **yx}),
+        s1=xr.DataArray(tiled("s1"), dims=("polarization", "y", "x"), coords={"polarization": ["VV", "VH"], **yx}),
+    ).rio.write_crs("EPSG:32633")
 
 
 def _matmul_tflops(n: int = 8192, repeat: int = 10) -> float:
