@@ -151,8 +151,8 @@ def rss(
     """(c) Zarr → Zarr (or COG) on CPU with the small model; peak RSS of this process, which only runs the inference.
 
     The input (13 + 2 bands, Zarr chunks of 2048², read in chunks of 1024²) is written by another process. For a
-    COG the two stages of :func:`xcloudfree.io.write_cog` are reported apart: the blocks streamed into the staging
-    GeoTIFF (the inference), then GDAL's copy into the COG layout with overviews. As the CLI, the process first
+    COG the stages of :func:`xcloudfree.io.write_cog` are reported apart: the blocks streamed into the staging
+    GeoTIFF (the inference) and its overviews, then GDAL's copy into the COG layout. As the CLI, the process first
     fixes glibc's mmap threshold (:func:`xcloudfree.parallel.release_freed_memory`) unless ``glibc_default``.
     """
     import multiprocessing

@@ -227,6 +227,32 @@ def test_write_cog_from_dask_keeps_crs_and_is_atomic(tmp_path):
         assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
 
 
+def test_write_cog_overviews_are_nan_means_of_the_full_resolution(tmp_path):
+    import rasterio
+
+    scene = xcf.datasets.synthetic_scene(150, seed=3, chunks={"x": 64, "y": 64})  # odd halvings: 75, 38
+    reflectance = (scene["s2"] / 10000).astype("float32")
+    reflectance = reflectance.where(reflectance.x > reflectance.x[38])  # NaN columns, then a half-covered window
+    mask = (scene["s2"].isel(band=0) > 1000).rio.write_crs(scene.rio.crs)
+    out = xcf.io.write_cog(reflectance, tmp_path / "r.tif", blocksize=32)
+    classes = xcf.io.write_cog(mask, tmp_path / "m.tif", blocksize=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "r.tif"]  # levels and their .ovr removed
+    full = reflectance.values.astype("float64")
+    with rasterio.open(out) as src:
+        assert src.overviews(1) == [2, 4, 8]  # halvings while wider than a block: 75, 38, 19
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        level = src.read(out_shape=(13, 75, 75))
+        with pytest.warns(RuntimeWarning):  # the all-NaN windows
+            expected = np.nanmean(full.reshape(13, 75, 2, 75, 2), axis=(2, 4))
+        np.testing.assert_allclose(level, expected, rtol=1e-6)
+        assert np.isnan(level[:, :, :19]).all() and not np.isnan(level[:, :, 19:]).any()
+        coarsest = src.read(1, out_shape=(19, 19))
+        assert np.isfinite(coarsest[:, 5:]).all()
+    with rasterio.open(classes) as src:
+        assert src.overviews(1) == [2, 4, 8] and src.dtypes[0] == "uint8"
+        np.testing.assert_array_equal(src.read(1, out_shape=(75, 75)), mask.values[::2, ::2])
+
+
 def test_write_cog_failure_leaves_previous_file(tmp_path):
     scene = xcf.datasets.synthetic_scene(64, seed=4)
     path = xcf.io.write_cog(scene["dem"], tmp_path / "dem.tif")
