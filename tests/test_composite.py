@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from dask.callbacks import Callback
 
 import xcloudfree as xcf
 from xcloudfree.inference.composite import composite, feather_weights
@@ -65,6 +66,31 @@ def test_composite_is_the_blend_expression_bit_for_bit_in_any_chunking():
     for got in (out, lazy):
         assert got.dims == ("band", "y", "x") and got.dtype == np.float32
         np.testing.assert_array_equal(got.values, expected.transpose("band", "y", "x").values)
+
+
+class _TaskOutputs(Callback, list):
+    def __init__(self):
+        Callback.__init__(self)
+        list.__init__(self)
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        self.append(result)
+
+
+def test_a_hard_mask_travels_as_bytes_with_the_same_pixels():
+    rng = np.random.default_rng(1)
+    m = _binary_mask().assign_attrs(flag_values=[0.0, 1.0])  # as detect() marks its hard masks
+    observed = xr.DataArray(rng.random((2, 60, 80), np.float32) * 5000, dims=("band", "y", "x"), coords=m.coords)
+    prediction = observed.copy(data=rng.random((2, 60, 80), np.float32) * 5000)
+    expected = composite(observed, prediction, m, feather=3).values
+    for mask, moved in ((m.chunk(20), {"uint8"}), (m.chunk(33), {"uint8"}), (m.drop_attrs().chunk(20), {"float32"})):
+        lazy = composite(observed.chunk({"y": 25, "x": 30}), prediction.chunk({"y": 25, "x": 30}), mask)
+        with _TaskOutputs() as outputs:  # what the tasks hand on: 2-D arrays are the mask's chunks
+            np.testing.assert_array_equal(lazy.values, expected)
+        assert {str(a.dtype) for a in outputs if getattr(a, "ndim", 0) == 2} == moved
+    scene = xcf.datasets.synthetic_scene(32, seed=0)
+    assert xcf.masking.detect(scene.s2, method="dsen2cr")["mask"].attrs["flag_values"] == [0.0, 1.0]
+    assert "flag_values" not in xcf.masking.detect(scene.s2, method="cyclecr")["mask"].attrs
 
 
 @pytest.fixture(scope="module")

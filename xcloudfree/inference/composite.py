@@ -97,8 +97,8 @@ def composite(observed: xr.DataArray, prediction: xr.DataArray, mask: xr.DataArr
     (band, y, x) with the coords and attrs of ``prediction``: exactly ``observed`` where the weight is 0, exactly
     ``prediction`` where it is 1, ``w·prediction + (1 − w)·observed`` in between.
     """
-    w = feather_weights(mask, feather)
     if observed.chunks is None or prediction.chunks is None or prediction.dims[1:] != ("y", "x"):
+        w = feather_weights(mask, feather)
         out = xr.apply_ufunc(
             _composite_block, observed, prediction, w, dask="parallelized", output_dtypes=[prediction.dtype]
         )
@@ -107,26 +107,56 @@ def composite(observed: xr.DataArray, prediction: xr.DataArray, mask: xr.DataArr
 
     from ..parallel import Windows
 
+    feather, r = int(feather), int(feather) + 1
     # Each block reads its observed window in its own task: read by a task of their own, the observed chunks (13
     # float32 bands, 4 MiB a band at 1024²) would wait in memory for the prediction and the mask (measured: a whole
-    # row of chunks, +0.4 GB from 4096² to 10980²), and the mask reads the same input chunks, earlier.
+    # row of chunks, +0.4 GB from 4096² to 10980²), and the mask reads the same input chunks, earlier. The mask runs
+    # ahead of the slow prediction blocks and its chunks wait for them (the whole mask, measured up to 10980²): a
+    # hard mask waits as one byte a pixel, and the weights are made in the block's task from its overlapped chunk.
+    m = mask.transpose("y", "x").data
+    m = m if hasattr(m, "dask") else da.from_array(np.asarray(m))
+    if _is_hard(mask):
+        m, outside = da.where(da.isnan(m), _INVALID, m).astype(np.uint8), _INVALID
+    else:
+        m, outside = m.astype(np.float32), np.nan
     observed = observed.transpose(*prediction.dims)
+    halo = da.overlap.overlap(m.rechunk(prediction.data.chunks[-2:]), depth=r, boundary=outside)
     data = da.map_blocks(
         _composite_window,
         prediction.data,
-        w.transpose("y", "x").data.rechunk(prediction.data.chunks[-2:])[None],
+        halo[None],
         source=Windows.of(observed.data),
+        feather=feather,
         dtype=prediction.dtype,
         meta=np.empty((0, 0, 0), prediction.dtype),
+        chunks=prediction.data.chunks,
     )
     return prediction.copy(data=data).rename(prediction.name).assign_attrs(prediction.attrs)
 
 
-def _composite_window(prediction: np.ndarray, weight: np.ndarray, source: Any, block_info: Any = None) -> np.ndarray:
-    """:func:`_composite_block` on one block, the observed values read here from ``source``."""
+#: A hard mask's invalid pixels, moved as uint8.
+_INVALID = 255
+
+
+def _is_hard(mask: xr.DataArray) -> bool:
+    """Whether ``mask`` says (CF ``flag_values``) that it holds 0 and 1 alone, with NaN for invalid pixels."""
+    flags = mask.attrs.get("flag_values")
+    return flags is not None and set(np.atleast_1d(flags).tolist()) <= {0, 1}
+
+
+def _composite_window(
+    prediction: np.ndarray, mask: np.ndarray, source: Any, feather: int, block_info: Any = None
+) -> np.ndarray:
+    """:func:`_composite_block` on one block: weights from its mask chunk with a ``feather + 1`` px halo (uint8 with
+    :data:`_INVALID`, or float), observed values read here from ``source``."""
     (b0, b1), (y0, y1), (x0, x1) = block_info[0]["array-location"]
+    m = mask[0].astype(np.float32)
+    if mask.dtype == np.uint8:
+        m[mask[0] == _INVALID] = np.nan
+    r = feather + 1
+    weight = _weights_block(m, feather)[r:-r, r:-r]
     observed = source.read(slice(y0, y1), slice(x0, x1))[b0:b1]
-    return _composite_block(observed, prediction, weight[0])
+    return _composite_block(observed, prediction, weight)
 
 
 def _composite_block(observed: np.ndarray, prediction: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -384,8 +384,12 @@ def stack_layers(prob: np.ndarray, cloud: np.ndarray, shadow: np.ndarray, mask: 
 
 
 # ------------------------------------------------------------------------------------------------- output
-def to_dataset(layers: Any, template: xr.DataArray, method: str, params: dict) -> xr.Dataset:
-    """(4, y, x) layers → the mask Dataset on the grid of ``template`` (coords, CRS, attrs kept)."""
+def to_dataset(layers: Any, template: xr.DataArray, method: str, params: dict, *, hard: bool = True) -> xr.Dataset:
+    """(4, y, x) layers → the mask Dataset on the grid of ``template`` (coords, CRS, attrs kept).
+
+    ``hard``: the mask takes the values 0 and 1 alone (and NaN); its attrs then say so the CF way
+    (``flag_values``), which lets the composite move it as one byte a pixel.
+    """
     coords = {k: v for k, v in template.coords.items() if "band" not in v.dims}
     dims = ("y", "x")
     data = {
@@ -400,6 +404,8 @@ def to_dataset(layers: Any, template: xr.DataArray, method: str, params: dict) -
     ds = xr.Dataset(
         {k: xr.DataArray(v, dims=dims, attrs=_VAR_ATTRS[k]) for k, v in data.items()}, coords=coords, attrs=attrs
     )
+    if hard:
+        ds["mask"].attrs.update(flag_values=[0.0, 1.0], flag_meanings="clear covered")
     if "spatial_ref" in ds.coords:
         for name in ds.data_vars:
             ds[name].attrs["grid_mapping"] = "spatial_ref"

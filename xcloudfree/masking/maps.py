@@ -90,7 +90,7 @@ def cyclecr(s2: Any, *, threshold: float = 0.5, sigma: float = 2.0, resolution: 
         layers = map_blocks_with_halo(
             _cyclecr_block, prob, depth, 4, threshold=params["threshold"], sigma=params["sigma"]
         )
-        return to_dataset(layers, a, "cyclecr", params)
+        return to_dataset(layers, a, "cyclecr", params, hard=False)
 
     return per_leading(one, as_s2(s2))
 
