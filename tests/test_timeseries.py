@@ -223,6 +223,25 @@ def test_the_result_does_not_depend_on_the_chunks(series):
     assert np.array_equal(out["s2_filled"].values, ref["s2_filled"].values, equal_nan=True)
 
 
+def test_a_fill_task_reads_its_s2_itself_one_per_input_chunk(series):
+    # Memory flat in the number of dates: S2 chunks are never handed from task to task through the graph (the
+    # scans over the dates did, one chunk per date waiting in each chunk column), only the 1-byte clear flags.
+    from dask.core import get_dependencies
+
+    ts, cloudy = series
+    for time_chunk in (1, 3):
+        lazy = ts.chunk({"time": time_chunk, "y": 24, "x": 32})
+        out = fill(lazy, ["least_cloudy", "linear"], mask=cloudy)
+        graph = dict(out["s2_filled"].data.__dask_graph__())
+        tasks = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("_fill_block")]
+        assert len(tasks) == np.prod(lazy["s2"].data.numblocks)  # one per input chunk (all bands in one)
+        s2_name = lazy["s2"].data.name
+        for key in tasks:
+            deps = get_dependencies(graph, key)
+            assert not any(isinstance(d, tuple) and d[0] == s2_name for d in deps)
+            assert deps, key  # the clear flags of every date
+
+
 def test_invalid_pixels_on_dask_are_found_as_on_numpy(series):
     # NaN and nodata are known only once a date is read: each lazy task reads again until its dates are settled.
     ts, cloudy = series

@@ -456,15 +456,16 @@ class _FillDates:
 
     def __call__(self, dates: tuple[int, ...], models: list[tuple[Any, Any] | None]) -> Any:
         """(date, band + 2, y, x): the filled bands, then the fill source code and the gap in days."""
-        extras: list[Any] = [] if self.fraction is None else [self.fraction]
+        head: list[Any] = [] if self.fraction is None else [self.fraction]
+        per_date: list[Any] = []  # the arrays of each date, at positions len(head) + i
         mosaic_of, model_of = [], []
         for t, found in zip(dates, models, strict=True):
-            mosaic_of.append(len(extras) if "mosaic" in self.methods else -1)
+            mosaic_of.append(len(head) + len(per_date) if "mosaic" in self.methods else -1)
             if "mosaic" in self.methods:
-                extras.append(self._mosaic(self._candidates(t)))
-            model_of.append(len(extras) if found is not None else -1)
+                per_date.append(self._mosaic(self._candidates(t)))
+            model_of.append(len(head) + len(per_date) if found is not None else -1)
             if found is not None:
-                extras.append(found[0])
+                per_date.append(found[0])
         kwargs = {
             "source": self.source,
             "dates": dates,
@@ -478,7 +479,7 @@ class _FillDates:
             "bands": self.data.shape[1],
         }
         if not self.lazy:
-            return _fill_block(self.clear, *extras, **kwargs)
+            return _fill_block(self.clear, *head, *per_date, **kwargs)
         import dask.array as da
 
         out = np.promote_types(self.dtype, np.float32)
@@ -486,7 +487,8 @@ class _FillDates:
         return da.map_blocks(
             _fill_block,
             self.clear[None],
-            *(a.rechunk(-1) if a is self.fraction else a[None] for a in extras),
+            *(f.rechunk(-1) for f in head),  # (date, 1, 1), one block: the same in every task
+            *(a[None] for a in per_date),
             chunks=((len(dates),), (nb + 2,), *self.clear.chunks[1:]),
             dtype=out,
             meta=np.empty((0, 0, 0, 0), out),
