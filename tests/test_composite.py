@@ -88,6 +88,11 @@ def test_a_hard_mask_travels_as_bytes_with_the_same_pixels():
         with _TaskOutputs() as outputs:  # what the tasks hand on: 2-D arrays are the mask's chunks
             np.testing.assert_array_equal(lazy.values, expected)
         assert {str(a.dtype) for a in outputs if getattr(a, "ndim", 0) == 2} == moved
+    lazy_observed, lazy_prediction = observed.chunk({"y": 25}), prediction.chunk({"y": 25})
+    with pytest.raises(ValueError, match="feather: expected a whole number"):
+        composite(lazy_observed, lazy_prediction, m.chunk(20), feather=-1)
+    with pytest.raises(ValueError, match=r"mask: expected a \(y, x\) DataArray"):
+        composite(lazy_observed, lazy_prediction, m.T.chunk(20))
     scene = xcf.datasets.synthetic_scene(32, seed=0)
     assert xcf.masking.detect(scene.s2, method="dsen2cr")["mask"].attrs["flag_values"] == [0.0, 1.0]
     assert "flag_values" not in xcf.masking.detect(scene.s2, method="cyclecr")["mask"].attrs

@@ -53,6 +53,15 @@ def _weights_block(m: np.ndarray, feather: int) -> np.ndarray:
     return out
 
 
+def _check(mask: Any, feather: Any) -> int:
+    """``feather`` as an int, after checking it and ``mask``."""
+    if not isinstance(mask, xr.DataArray) or mask.dims != ("y", "x"):
+        raise ValueError(f"mask: expected a (y, x) DataArray, found {getattr(mask, 'dims', type(mask).__name__)}")
+    if int(feather) != feather or feather < 0:
+        raise ValueError(f"feather: expected a whole number of pixels >= 0, found {feather!r}")
+    return int(feather)
+
+
 def feather_weights(mask: xr.DataArray, feather: int = 3) -> xr.DataArray:
     """Weight of the prediction per pixel: the mask, with hard edges feathered outwards.
 
@@ -66,11 +75,8 @@ def feather_weights(mask: xr.DataArray, feather: int = 3) -> xr.DataArray:
     (y, x) float32 weights in [0, 1], 1 on covered pixels, 0 on clear pixels further than ``feather`` px from a
     hard edge and on invalid pixels; coords and attrs of ``mask``.
     """
-    if not isinstance(mask, xr.DataArray) or mask.dims != ("y", "x"):
-        raise ValueError(f"mask: expected a (y, x) DataArray, found {getattr(mask, 'dims', type(mask).__name__)}")
-    if int(feather) != feather or feather < 0:
-        raise ValueError(f"feather: expected a whole number of pixels >= 0, found {feather!r}")
-    feather, r = int(feather), int(feather) + 1
+    feather = _check(mask, feather)
+    r = feather + 1
     data = mask.data.astype(np.float32)
     if hasattr(data, "dask"):
         import dask.array as da
@@ -107,13 +113,14 @@ def composite(observed: xr.DataArray, prediction: xr.DataArray, mask: xr.DataArr
 
     from ..parallel import Windows
 
-    feather, r = int(feather), int(feather) + 1
+    feather = _check(mask, feather)
+    r = feather + 1
     # Each block reads its observed window in its own task: read by a task of their own, the observed chunks (13
     # float32 bands, 4 MiB a band at 1024²) would wait in memory for the prediction and the mask (measured: a whole
     # row of chunks, +0.4 GB from 4096² to 10980²), and the mask reads the same input chunks, earlier. The mask runs
     # ahead of the slow prediction blocks and its chunks wait for them (the whole mask, measured up to 10980²): a
     # hard mask waits as one byte a pixel, and the weights are made in the block's task from its overlapped chunk.
-    m = mask.transpose("y", "x").data
+    m = mask.data
     m = m if hasattr(m, "dask") else da.from_array(np.asarray(m))
     if _is_hard(mask):
         m, outside = da.where(da.isnan(m), _INVALID, m).astype(np.uint8), _INVALID

@@ -467,8 +467,8 @@ def _write_overviews(staging: Path, blocksize: int, profile: dict) -> None:
 
     GDAL 3.10 builds a COG's overviews of many pixel-interleaved bands through a temporary file whose tiles it
     rewrites band after band (OSGeo/gdal#12303, fixed in 3.11): 13 float32 bands at 4096² took 60–185 s and
-    5.9 GB of temporary disk, against 3 s here. GDAL reads ``<file>.ovr`` with any driver: a VRT whose main image
-    is the first level and whose ``<Overview>`` elements are the next ones.
+    5.9 GB of temporary disk, against 3.3 s here (and 10 s for the copy). GDAL reads ``<file>.ovr`` with any
+    driver: a VRT whose main image is the first level and whose ``<Overview>`` elements are the next ones.
     """
     import rasterio
     from rasterio.dtypes import dtype_rev, typename_fwd
@@ -477,12 +477,12 @@ def _write_overviews(staging: Path, blocksize: int, profile: dict) -> None:
         shape, count, dtype, nodata = src.shape, src.count, np.dtype(src.dtypes[0]), src.nodata
     levels, source = [], staging
     while max(shape) > blocksize:
-        with rioxarray.open_rasterio(source, chunks={"band": -1, "y": 2 * blocksize, "x": 2 * blocksize}) as level:
+        chunks = {"band": -1, "y": 2 * blocksize, "x": 2 * blocksize}
+        with rioxarray.open_rasterio(source, chunks=chunks) as level, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the mean of an all-NaN window: NaN, as wanted
             if np.issubdtype(dtype, np.floating):
                 filled = nodata is not None and not np.isnan(nodata)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
-                    half = (level.where(level != nodata) if filled else level).coarsen(y=2, x=2, boundary="pad").mean()
+                half = (level.where(level != nodata) if filled else level).coarsen(y=2, x=2, boundary="pad").mean()
                 half = (half.fillna(nodata) if filled else half).astype(dtype)
             else:
                 half = level[:, ::2, ::2]
