@@ -416,18 +416,17 @@ class _FillDates:
     ) -> None:
         self.data, self.clear, self.fraction, self.days = data, clear, fraction, days
         self.methods, self.dtype, self.max_gap = methods, dtype, max_gap
+        from functools import partial
+
+        from .parallel import Windows
+
         self.lazy = hasattr(data, "dask")
+        self.source = Windows(partial(_date_window, data))
         if self.lazy:
-            from functools import partial
-
-            from .parallel import Windows
-
             self.clear = clear.rechunk((-1, *data.chunks[2:]))
-            self.source: Any = Windows(partial(_date_window, data))
         else:  # a lazy mask over an in-memory series
             self.clear = np.asarray(clear)
             self.fraction = None if fraction is None else np.asarray(fraction)
-            self.source = _Whole(data)
         self._mosaics: dict[tuple[int, ...], Any] = {}
 
     def _candidates(self, t: int) -> tuple[int, ...]:
@@ -498,16 +497,6 @@ class _FillDates:
 
 def _date_window(data: Any, t: int, ys: slice, xs: slice) -> Any:
     return data[t, :, ys, xs]
-
-
-class _Whole:
-    """:class:`~xcloudfree.parallel.Windows`' ``read`` over an in-memory series."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data = data
-
-    def read(self, t: int, ys: slice, xs: slice) -> np.ndarray:
-        return np.asarray(self.data[t, :, ys, xs])
 
 
 def _window(block_info: Any, shape: tuple[int, ...]) -> tuple[slice, slice]:
@@ -612,8 +601,7 @@ def _fill_block(
                 code = TEMPORAL
             elif method == "least_cloudy":
                 best_d = plan["best_d"]
-                v, ok, code = taken("least_cloudy"), np.isfinite(best_d), TEMPORAL
-                dist = np.fmax(np.abs(d - best_d), np.abs(best_d - d))
+                v, ok, dist, code = taken("least_cloudy"), np.isfinite(best_d), np.abs(d - best_d), TEMPORAL
             elif method == "mosaic":
                 mosaic = arrays[mosaic_of[i]]
                 nb = mosaic.shape[0] - 3
